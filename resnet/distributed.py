@@ -1,0 +1,65 @@
+"""Several processes (torchrun) training one cell with DistributedDataParallel, or one process.
+
+The global batch is preserved: each of W processes takes batch_size / W images of every global
+batch. Process 0 alone evaluates and writes files and MLflow; the others wait at a barrier.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as torch_dist
+
+
+class Distributed:
+    def __init__(self) -> None:
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.enabled = self.world_size > 1
+        self.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def __enter__(self) -> "Distributed":
+        if self.enabled:
+            if torch.cuda.is_available():
+                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(self.device)
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            torch_dist.init_process_group(backend=backend)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled and torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if not self.enabled:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def any(self, flag: bool) -> bool:
+        """True on every process when any process has the flag (a signal reached one of them)."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        torch_dist.all_reduce(value)
+        return bool(value.item() > 0)
+
+    def sum(self, values: list[float]) -> list[float]:
+        if not self.enabled:
+            return [float(v) for v in values]
+        tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
+        torch_dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch_dist.barrier()
+
+    def print(self, message: str) -> None:
+        if self.is_main:
+            print(message, flush=True)

@@ -1,0 +1,138 @@
+"""What differs between CIFAR-10 and ImageNet training: data, evaluation, final numbers.
+
+A task gives the training loop `train_batch(iteration)`, `evaluate(model)` (the curve's
+validation / test columns), `final(model)` (the numbers of metrics.json), `epoch_of`, `num_classes`
+and `image_size`.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from resnet import data
+from resnet.config import TrainConfig
+from resnet.models import layer_response_std
+
+EVAL_BATCH = 500
+
+
+def _autocast(device: torch.device, cfg: TrainConfig):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
+
+
+@torch.no_grad()
+def error_rate(model, batches, device, cfg, topk: int = 1) -> float:
+    """Top-k error in percent over (x, y) batches, model in eval mode (BN moving averages)."""
+    was_training = model.training
+    model.eval()
+    wrong = torch.zeros((), device=device, dtype=torch.int64)
+    total = 0
+    for images, labels in batches:
+        with _autocast(device, cfg):
+            logits = model(images.to(device, non_blocking=True))
+        top = logits.float().topk(min(topk, logits.shape[1]), dim=1).indices
+        wrong += (~(top == labels.to(device)[:, None]).any(dim=1)).sum()
+        total += labels.shape[0]
+    model.train(was_training)
+    return 100.0 * float(wrong) / max(total, 1)
+
+
+class CifarTask:
+    """CIFAR-10, Sec. 4.2: 45k/5k train/validation split of the training set, test set for reporting.
+
+    The validation error is what a recipe would be chosen on; the test error is reported (final
+    checkpoint, never a checkpoint selected on the test set).
+    """
+
+    num_classes = 10
+    image_size = 32
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        arrays = data.load_cifar10(cfg.data_source, cfg.cache_dir, download=cfg.data_download)
+        train_index, val_index = data.train_val_split(len(arrays.train_labels), cfg.val_size, seed=cfg.seed)
+        train_images, train_labels = arrays.train_images[train_index], arrays.train_labels[train_index]
+        if cfg.train_subset:
+            train_images, train_labels = data.take_subset(train_images, train_labels, cfg.train_subset, cfg.seed)
+        test_images, test_labels = arrays.test_images, arrays.test_labels
+        if cfg.test_subset:
+            # A fixed subset for every cell of the scale (seed 0), so cells compare on the same images.
+            test_images, test_labels = data.take_subset(test_images, test_labels, cfg.test_subset, 0)
+        # Sec. 4.2: "the per-pixel mean subtracted", the mean of the images trained on.
+        mean = data.pixel_mean(train_images)
+        self.stream = data.CifarTrainStream(train_images, train_labels, mean, cfg.batch_size, cfg.seed, device,
+                                            augment=True, channels_last=cfg.channels_last)
+        self.val = data.CifarEvalSet(arrays.train_images[val_index], arrays.train_labels[val_index], mean,
+                                     device, channels_last=cfg.channels_last)
+        self.test = data.CifarEvalSet(test_images, test_labels, mean, device, channels_last=cfg.channels_last)
+
+    def train_batch(self, iteration: int):
+        return self.stream.batch(iteration)
+
+    def epoch_of(self, iteration: int) -> float:
+        return self.stream.epoch_of(iteration)
+
+    def evaluate(self, model) -> dict[str, float]:
+        return {"val_error": error_rate(model, self.val.batches(EVAL_BATCH), self.device, self.cfg),
+                "test_error": error_rate(model, self.test.batches(EVAL_BATCH), self.device, self.cfg)}
+
+    def final(self, model) -> dict:
+        numbers = self.evaluate(model)
+        model.eval()
+        # Figure 7: std of every 3x3 layer's response (after BN, before addition/ReLU) on the test set.
+        stds = layer_response_std(model, (x for x, _ in self.test.batches(EVAL_BATCH)), device=self.device)
+        return {**numbers, "layer_response_std": [float(s) for s in stds]}
+
+
+class ImageNetTask:
+    """ImageNet, Sec. 3.4: scale-augmented training; centre-crop validation curve; 10-crop at the end.
+
+    data.imagenet = 'synthetic' trains on a generated set of synthetic JPEGs in ImageNet layout
+    (10 classes), for tests and the smoke scale; ImageNet itself is never downloaded.
+    """
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.root = data.resolve_imagenet_root(cfg.data_source, cfg.cache_dir)
+        self.num_classes = len(data.imagenet_classes(self.root))
+        self.image_size = cfg.crop
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        self.world, self.rank = world, rank
+        self._loader_args = dict(root=self.root, batch_size=cfg.batch_size // world, seed=cfg.seed,
+                                 short_side=tuple(cfg.train_short_side), crop=cfg.crop, workers=cfg.workers,
+                                 rank=rank, world_size=world)
+        self._stream = None
+        self._next_iteration = None
+        self.train_size = data.ImageNetTrainSet(self.root, short_side=tuple(cfg.train_short_side), crop=cfg.crop).__len__()
+
+    def train_batch(self, iteration: int):
+        if self._stream is None or self._next_iteration != iteration:
+            loader = data.imagenet_train_loader(start_sample=iteration * self.cfg.batch_size, **self._loader_args)
+            self._stream = iter(loader)
+        images, labels = next(self._stream)
+        self._next_iteration = iteration + 1
+        memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+        images = images.to(self.device, non_blocking=True).contiguous(memory_format=memory_format)
+        return images, labels.to(self.device, non_blocking=True)
+
+    def epoch_of(self, iteration: int) -> float:
+        return iteration * self.cfg.batch_size / self.train_size
+
+    def evaluate(self, model) -> dict[str, float]:
+        loader = data.imagenet_val_loader(self.root, batch_size=min(self.cfg.batch_size, 256) // 1,
+                                          resize=self.cfg.test_short_side, crop=self.cfg.crop,
+                                          workers=self.cfg.workers)
+        # Figure 4's bold curves: centre-crop validation error.
+        return {"val_error": error_rate(model, loader, self.device, self.cfg)}
+
+    def final(self, model) -> dict:
+        centre = self.evaluate(model)["val_error"]
+        ten = data.ten_crop_eval(model, self.root, short_side=self.cfg.test_short_side, crop=self.cfg.crop,
+                                 batch_size=max(1, min(self.cfg.batch_size, 64)), device=self.device,
+                                 workers=self.cfg.workers)
+        return {"val_error": centre, "top1_10crop": ten["top1_error"], "top5_10crop": ten["top5_error"],
+                "test_short_side": self.cfg.test_short_side}
