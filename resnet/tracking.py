@@ -31,6 +31,13 @@ def _prepare_store(uri: str) -> str:
     return uri
 
 
+def _artifact_location(uri: str) -> str | None:
+    """Artifacts of a SQLite store go beside it (results/mlartifacts), not into ./mlruns."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return None  # a tracking server decides
+
+
 def _retry(action: Callable[[], T], attempts: int = 30) -> T:
     """Run action, retrying while SQLite reports a locked or busy database."""
     for attempt in range(attempts):
@@ -70,6 +77,7 @@ class Tracker:
     ) -> None:
         from mlflow.tracking import MlflowClient
 
+        self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=_prepare_store(tracking_uri))
         if run_id is not None:
             self.run_id = run_id
@@ -86,7 +94,7 @@ class Tracker:
         if found is not None:
             return found.experiment_id
         try:
-            return self.client.create_experiment(name)
+            return self.client.create_experiment(name, artifact_location=_artifact_location(self.uri))
         except Exception:
             found = self.client.get_experiment_by_name(name)  # another process created it first
             if found is None:
