@@ -235,6 +235,8 @@ def load_cifar10(source: str | Path, cache_dir: str | Path, download: bool = Fal
     Decoded once into ``cache_dir/cifar10-<hash>.npz`` (hash of the resolved source path, size and
     mtime); later calls read the cache in well under a few seconds. Class order: sorted folder
     names (ImageFolder convention), which for CIFAR-10 equals torchvision's label order.
+    The paper's numbers are for the original (lossless) batches; a JPEG copy such as the offline
+    tarball in shared/data decodes to slightly different pixels.
     """
     path = Path(source).expanduser().resolve()
     if not path.exists() and (not download or _is_tarball(path)):

@@ -47,6 +47,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         cfg = resolve_cell(config, args.cell)
         out = Path(args.out) if args.out else run_dir(config, cfg.cell)
+    if args.launch:
+        _maybe_relaunch_distributed(cfg)
     try:
         metrics = train(cfg, out, quiet=args.quiet)
     except GaveUp as stop:
@@ -71,6 +73,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     shown = {k: round(v, 2) for k, v in final.items() if isinstance(v, float)}
     print(f"{cfg.cell}: {metrics.get('status')} {shown} -> {out}")
     return 0
+
+
+def _maybe_relaunch_distributed(cfg) -> None:
+    """ImageNet on a machine (or allocation) with several GPUs: one process per GPU via torchrun.
+
+    The global batch stays cfg.batch_size (each of the W processes takes batch_size / W).
+    """
+    import os
+    import shutil
+
+    import torch
+
+    if cfg.dataset != "imagenet" or "WORLD_SIZE" in os.environ or not torch.cuda.is_available():
+        return
+    gpus = torch.cuda.device_count()
+    if gpus < 2:
+        return
+    if cfg.batch_size % gpus:
+        raise SystemExit(f"error: batch {cfg.batch_size} does not split over {gpus} GPUs: "
+                         f"set recipes.imagenet.batch_size to a multiple of {gpus}")
+    torchrun = shutil.which("torchrun") or "torchrun"
+    argv = [a for a in sys.argv[1:] if a != "--launch"]
+    print(f"{cfg.cell}: {gpus} GPUs visible: relaunching under torchrun, {cfg.batch_size // gpus} images "
+          f"per GPU (global batch {cfg.batch_size})", file=sys.stderr, flush=True)
+    os.execvp(torchrun, [torchrun, "--standalone", f"--nproc_per_node={gpus}", "-m", "resnet", *argv])
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -101,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run folder (default results/runs/<scale>/<cell>)")
     train.add_argument("--record-failure", action="store_true",
                        help="on failure write metrics.json with status failed and exit 0 (the workflow uses this)")
+    train.add_argument("--launch", action="store_true",
+                       help="ImageNet with several GPUs visible: run one process per GPU under torchrun")
     train.add_argument("--quiet", action="store_true", help="no progress lines")
     train.set_defaults(func=cmd_train)
 

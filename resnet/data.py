@@ -54,6 +54,7 @@ _EXPORTS = {
     ],
     "resnet.imagenet": [
         "IMAGENET_MEAN",
+        "ImageNetEvalSet",
         "PCA_EIGENVALUES",
         "PCA_EIGENVECTORS",
         "ImageNetTrainSet",

@@ -102,7 +102,8 @@ class ImageNetTask:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         self.world, self.rank = world, rank
-        self._loader_args = dict(root=self.root, batch_size=cfg.batch_size // world, seed=cfg.seed,
+        self._loader_args = dict(root=self.root, batch_size=cfg.batch_size,  # global; each rank takes its share
+                                 seed=cfg.seed,
                                  short_side=tuple(cfg.train_short_side), crop=cfg.crop, workers=cfg.workers,
                                  rank=rank, world_size=world)
         self._stream = None

@@ -239,7 +239,7 @@ if [ "$WITH_DBD" = 1 ]; then
         || { show_log "$PREFIX/log/mariadb-install.log"; fail "mariadb-install-db failed"; }
     setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$db" --socket="$sock" \
         --pid-file="$PREFIX/run/mysql/mysqld.pid" --bind-address=127.0.0.1 --port=3306 \
-        --log-error="$PREFIX/log/mariadb.err" --innodb-buffer-pool-size=128M \
+        --log-error="$PREFIX/log/mariadb.err" --innodb-buffer-pool-size=256M \
         --innodb-lock-wait-timeout=900 </dev/null >/dev/null 2>&1 &
     wait_until 60 mariadb mariadb-admin --socket="$sock" ping \
         || { show_log "$PREFIX/log/mariadb.err"; fail "MariaDB did not come up"; }

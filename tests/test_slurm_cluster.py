@@ -26,8 +26,8 @@ def test_gpu_job_completes_and_sees_its_gpu(slurm_cluster, tmp_path):  # noqa: F
     assert state == "COMPLETED", f"job {job}: {state}\n{text}\n{slurm_cluster.log('slurmctld')}"
     assert slurm_cluster.with_dbd
     # the accounting database, not only squeue, knows the job
-    sacct = slurm_cluster.run("sacct", "-X", "-n", "-P", "-j", str(job), "-o", "JobName,State,ExitCode")
-    assert sacct.stdout.strip().splitlines()[-1] == "gpu-check|COMPLETED|0:0", sacct.stdout
+    record = slurm_cluster.accounting(job)
+    assert record == {"JobName": "gpu-check", "State": "COMPLETED", "ExitCode": "0:0"}, record
     lines = text.splitlines()
     visible = [ln for ln in lines if ln.startswith("CUDA_VISIBLE_DEVICES=")]
     assert visible and visible[0] != "CUDA_VISIBLE_DEVICES=unset", text

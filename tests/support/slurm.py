@@ -115,6 +115,30 @@ class SlurmCluster:
             time.sleep(poll)
         raise TimeoutError(f"job {job_id} not finished after {timeout} s (last state: {state})")
 
+    def accounting(self, job_id: int, fields=("JobName", "State", "ExitCode"),
+                   timeout: float = 60) -> dict[str, str]:
+        """The job's allocation record from sacct (needs accounting), as {field: value}.
+
+        slurmdbd may first hold a placeholder row named "allocation" until the
+        controller's job-start message arrives, so wait for the real one."""
+        if not self.with_dbd:
+            raise RuntimeError("accounting is off (WITH_DBD=0): sacct knows no jobs")
+        fields = tuple(fields)
+        query = ("JobName", *[f for f in fields if f != "JobName"])
+        deadline = time.monotonic() + timeout
+        record: dict[str, str] = {}
+        while True:
+            proc = self.run("sacct", "-X", "-n", "-P", "-j", str(job_id), "-o", ",".join(query),
+                            check=False)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+            if lines:
+                record = dict(zip(query, lines[-1].split("|")))
+                if record["JobName"] != "allocation":
+                    return {f: record[f] for f in fields}
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sacct has no full record of job {job_id}: {record}")
+            time.sleep(0.5)
+
     def log(self, name: str, lines: int = 40) -> str:
         """The last lines of a daemon log (slurmctld, slurmd, slurmdbd)."""
         path = self.prefix / "log" / f"{name}.log"

@@ -1,0 +1,71 @@
+"""environment.yml (for conda users on a cluster) pins exactly what pyproject.toml pins."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;#]+)\s*$")
+
+
+def _name(name: str) -> str:
+    # PEP 503 normalisation: pyyaml, PyYAML and py_yaml name the same package
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(requirements) -> dict[str, str]:
+    pins = {}
+    for req in requirements:
+        match = PIN.match(req)
+        assert match, f"not an exact '==' pin: {req!r}"
+        name = _name(match.group(1))
+        assert name not in pins, f"{name} pinned twice"
+        pins[name] = match.group(2)
+    return pins
+
+
+def _pyproject_pins() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return _pins(project["dependencies"] + project["optional-dependencies"]["test"])
+
+
+def _environment():
+    return yaml.safe_load((ROOT / "environment.yml").read_text())
+
+
+def _environment_pip() -> list[str]:
+    blocks = [d["pip"] for d in _environment()["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(blocks) == 1, "environment.yml needs exactly one pip: section"
+    return blocks[0]
+
+
+def test_environment_header():
+    env = _environment()
+    assert env["name"] == "resnet-repro"
+    assert env["channels"] == ["conda-forge"]
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    assert "python=3.11" in conda
+    assert "pip" in conda
+
+
+def test_pip_section_installs_the_project_itself():
+    assert "-e ." in _environment_pip()
+
+
+def test_pins_agree_both_ways():
+    env_pins = _pins([r for r in _environment_pip() if r != "-e ."])
+    project_pins = _pyproject_pins()
+    only_env = sorted(set(env_pins) - set(project_pins))
+    only_project = sorted(set(project_pins) - set(env_pins))
+    assert not only_env, f"pinned in environment.yml but not in pyproject.toml: {only_env}"
+    assert not only_project, f"pinned in pyproject.toml but not in environment.yml: {only_project}"
+    differ = {n: (env_pins[n], project_pins[n]) for n in env_pins if env_pins[n] != project_pins[n]}
+    assert not differ, f"versions differ (environment.yml, pyproject.toml): {differ}"
+
+
+def test_torch_pins():
+    for pins in (_pins([r for r in _environment_pip() if r != "-e ."]), _pyproject_pins()):
+        assert pins["torch"] == "2.14.1"
+        assert pins["torchvision"] == "0.29.1"
