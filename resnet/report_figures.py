@@ -86,13 +86,15 @@ def _curve_panel(ax, cells, models, colours, styles: dict[str, dict], title: str
         for column, style in styles.items():
             x, y = _series(cell, column)
             if x:
-                ax.plot(x, y, color=colours[model], **style)
+                # A marker keeps a curve with a single evaluation visible.
+                ax.plot(x, y, color=colours[model], marker="." if len(x) == 1 else None, **style)
                 drawn += 1
         handles.append(Line2D([], [], color=colours[model], linewidth=2, label=paper_label(model)))
     handles += [Line2D([], [], color="0.2", label=_column_label(column), **style)
                 for column, style in styles.items()] if len(styles) > 1 else []
     _finish_panel(ax, handles, drawn, title, "iter. (1e4)", "error (%)")
     ax.set_ylim(bottom=0)
+    ax.set_xlim(left=0)
     # Few ticks in plain notation: short schedules give iterations like 0.0003 x 1e4.
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
@@ -132,10 +134,10 @@ def _save(fig, out_png: Path) -> dict:
     return {"png": out_png, "pdf": out_pdf, "panels": panels}
 
 
-def _subplots(columns: int, rows: int = 1, panel_width: float = PANEL_SIZE[0]):
+def _subplots(columns: int, rows: int = 1, panel_width: float = PANEL_SIZE[0], sharex: bool = False):
     with sns.axes_style("whitegrid"):
         fig, axes = plt.subplots(rows, columns, figsize=(panel_width * columns, PANEL_SIZE[1] * rows),
-                                 squeeze=False)
+                                 squeeze=False, sharex=sharex)
     return fig, list(axes.flat)
 
 
@@ -150,7 +152,7 @@ def write_figure1(config: dict, results_dir: Path, out_png: Path) -> dict:
     """Figure 1: CIFAR-10 plain-20/56, training error (left) and test error (right)."""
     config, cells = _load(config, results_dir)
     panels = paper.FIGURES["figure-1"]
-    fig, axes = _subplots(2)
+    fig, axes = _subplots(2, sharex=True)
     colours = _palette(panels["left"] + panels["right"])
     _curve_panel(axes[0], cells, panels["left"], colours, {"train_error": {"linewidth": 1.5}},
                  "training error (CIFAR-10)")
@@ -164,7 +166,7 @@ def write_figure4(config: dict, results_dir: Path, out_png: Path) -> dict:
     """Figure 4: ImageNet, left plain-18/34, right ResNet-18/34; thin train, bold centre-crop val."""
     config, cells = _load(config, results_dir)
     panels = paper.FIGURES["figure-4"]
-    fig, axes = _subplots(2)
+    fig, axes = _subplots(2, sharex=True)
     styles = {"train_error": {"linewidth": 0.8}, "val_error": {"linewidth": 2.2}}
     for ax, (name, models) in zip(axes, panels.items()):
         colours = _palette(models)

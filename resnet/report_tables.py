@@ -315,11 +315,6 @@ def scale_header(config: dict, title: str) -> str:
     return text
 
 
-def table_frame(name: str, config: dict, results_dir: Path) -> pd.DataFrame:
-    config = normalised_config(config)
-    return FRAMES[name](config, collect(config, results_dir))
-
-
 def _write_table(name: str, config: dict, results_dir: Path, out_csv: Path) -> pd.DataFrame:
     config = normalised_config(config)
     frame = FRAMES[name](config, collect(config, results_dir))
