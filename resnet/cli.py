@@ -3,6 +3,7 @@
     python -m resnet train --config config.yaml --cell cifar-resnet-56/seed-0
     python -m resnet plan --config config.yaml          # the cells of the configured plan
     python -m resnet synthetic-imagenet --out DIR       # the small synthetic ImageNet-layout set
+    python -m resnet cost --config config.yaml          # projected device-hours of the plan
 
 Exit status: 0 done; 2 bad input (one line says what and how to fix it); 75 interrupted by a
 signal after writing a checkpoint (run the same command to resume).
@@ -116,6 +117,16 @@ def cmd_synthetic_imagenet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cost(args: argparse.Namespace) -> int:
+    from resnet.config import load_config
+    from resnet.cost import format_cost, plan_cost
+
+    config = load_config(args.config)
+    costs, device = plan_cost(config, throughput=args.throughput, measure_iterations=args.measure_iterations)
+    print(format_cost(config, costs, device))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m resnet", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--out", required=True)
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.set_defaults(func=cmd_synthetic_imagenet)
+
+    cost = commands.add_parser("cost", help="projected device-hours of the configured plan, before running it")
+    cost.add_argument("--config", default="config.yaml")
+    cost.add_argument("--measure-iterations", type=int, default=2,
+                      help="timed training steps per model on this device (0: only --throughput rates)")
+    cost.add_argument("--throughput", help="CSV with columns model,device,images_per_s (benchmarks/gpu.py writes one)")
+    cost.set_defaults(func=cmd_cost)
     return parser
 
 

@@ -22,13 +22,39 @@ T = TypeVar("T")
 _BATCH = 1000
 
 
+# sqlite:/// stores this process has already created or checked
+_READY: set[str] = set()
+
+
 def _prepare_store(uri: str) -> str:
-    """Create the folder of a sqlite:/// store; quiet MLflow's start-up chatter."""
+    """Create a sqlite:/// store (folder and tables) once; quiet MLflow's start-up chatter."""
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        database = Path(uri[len("sqlite:///"):])
+        database.parent.mkdir(parents=True, exist_ok=True)
+        _create_tables(uri, database)
+        _READY.add(uri)
     return uri
+
+
+def _create_tables(uri: str, database: Path) -> None:
+    """Let one process at a time create or upgrade the tables of a SQLite store.
+
+    MLflow builds a new store with a series of schema migrations; two processes doing that at once
+    (the first jobs of a workflow start together) break each other's migration. A lock file beside
+    the database serialises this step only; logging itself runs concurrently.
+    """
+    import fcntl
+
+    from mlflow.tracking import MlflowClient
+
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            _retry(lambda: MlflowClient(tracking_uri=uri).search_experiments(max_results=1))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _artifact_location(uri: str) -> str | None:
@@ -79,15 +105,27 @@ class Tracker:
 
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=_prepare_store(tracking_uri))
+        # step of the last value logged per metric: a resumed run skips what its earlier attempts logged
+        self._logged_through: dict[str, int] = {}
         if run_id is not None:
             self.run_id = run_id
             _retry(lambda: self.client.update_run(run_id, status="RUNNING"))
+            self._logged_through = _retry(self._last_steps)
             return
         experiment_id = _retry(lambda: self._experiment_id(experiment))
         run = _retry(lambda: self.client.create_run(experiment_id, run_name=run_name, tags=tags or {}))
         self.run_id = run.info.run_id
         if params:
             self.log_params(params)
+
+    def _last_steps(self) -> dict[str, int]:
+        """{metric: last step} of this run as the store has it.
+
+        A job stopped between writing its checkpoint and recording that the checkpoint's rows went to
+        MLflow (or killed without warning) resumes with rows MLflow already holds; they are not sent
+        twice, so every metric keeps one value per step."""
+        keys = self.client.get_run(self.run_id).data.metrics.keys()
+        return {key: max(m.step for m in self.client.get_metric_history(self.run_id, key)) for key in keys}
 
     def _experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -125,10 +163,18 @@ class Tracker:
             for row in rows
             for key, value in row.items()
             if key != step_key and value is not None and value == value  # skip NaN (not evaluated)
+            and int(row[step_key]) > self._logged_through.get(key, -1)  # logged before a resume
         ]
         for start in range(0, len(metrics), _BATCH):
             chunk = metrics[start : start + _BATCH]
             _retry(lambda: self.client.log_batch(self.run_id, metrics=chunk))
+            for metric in chunk:
+                self._logged_through[metric.key] = max(metric.step, self._logged_through.get(metric.key, -1))
+
+    def last_step(self, key: str) -> int:
+        """The highest step at which this run has `key` logged; 0 if none."""
+        history = _retry(lambda: self.client.get_metric_history(self.run_id, key))
+        return max((metric.step for metric in history), default=0)
 
     def log_artifact(self, path: str | Path) -> None:
         _retry(lambda: self.client.log_artifact(self.run_id, str(path)))

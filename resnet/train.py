@@ -176,17 +176,24 @@ def _train(cfg, out: Path, dist, stop: StopRequest, quiet: bool) -> dict[str, An
     interval = {"loss": torch.zeros((), device=device), "wrong": torch.zeros((), device=device), "images": 0,
                 "start": time.perf_counter(), "paused": 0.0}
 
+    # Resuming: rows that reached MLflow after the checkpoint was written (a run killed between the
+    # two) are recomputed identically and must not be logged a second time.
+    logged_through = tracker.last_step("train_error") if tracker and start_iteration else 0
+
     def save() -> None:
         _carry_interval(state, interval)  # a half-finished log interval travels in the checkpoint
         if not dist.is_main:
             return
+        # MLflow first, so the checkpoint's rows_in_mlflow counts the rows logged (a resumed run
+        # would otherwise log them again: duplicate steps in the run's history).
+        tracker.log_rows([row for row in state["rows"][state["rows_in_mlflow"]:]
+                          if row["iteration"] > logged_through])
+        state["rows_in_mlflow"] = len(state["rows"])
         runfiles.save_checkpoint(checkpoint_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(), "state": state, "config": cfg.to_dict(),
         })
         runfiles.write_curve(out / "curve.csv", state["rows"])
-        tracker.log_rows(state["rows"][state["rows_in_mlflow"]:])
-        state["rows_in_mlflow"] = len(state["rows"])
 
     while state["iteration"] < cfg.iterations:
         if dist.any(stop.signal_name is not None):
@@ -264,9 +271,10 @@ def _make_step(model, optimizer, cfg: TrainConfig, device: torch.device):
     """One SGD step; returns (loss, number of wrong predictions) as device tensors (no sync)."""
     use_bf16 = device.type == "cuda" and cfg.bf16
     forward = model
-    if device.type == "cuda" and cfg.cuda_graphs:
+    if device.type == "cuda" and cfg.cuda_graphs and cfg.dataset == "cifar10":
         # The small CIFAR nets leave a GPU idle between kernel launches; replaying the forward and
         # backward as CUDA graphs (torch.compile's reduce-overhead mode) removes that overhead.
+        # ImageNet nets keep the GPU busy on their own and would only pay the compile time.
         forward = torch.compile(model, mode="reduce-overhead", dynamic=False)
 
     def step(images: torch.Tensor, labels: torch.Tensor):

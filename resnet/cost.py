@@ -1,0 +1,148 @@
+"""What the configured plan costs before it runs: device-hours per cell and in total.
+
+    python -m resnet cost --config config.yaml                       # measure each model here
+    python -m resnet cost --config config.yaml --throughput rates.csv  # rates measured elsewhere
+
+A cell costs iterations x batch / (images per second) of device time. The rate is measured: by
+default a short timed run of the project's training step (resnet.train._make_step, with the
+engine's bf16 / channels_last / CUDA-graph settings) on random tensors at the cell's batch and
+image size, on the device training would use (engine.device); or read from a CSV with columns
+model,device,images_per_s (benchmarks/gpu.py writes one). Random tensors leave the input pipeline
+out: for ImageNet from JPEG files the loader can be slower than the step (benchmarks/gpu.py
+measures by how much). Evaluation and checkpoints are not counted.
+"""
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from resnet.config import ConfigError, TrainConfig, plan_cells, resolve_cell
+
+WARMUP_STEPS = 1  # untimed (3 when CUDA graphs are captured: compile, record, first replay)
+MAX_MEASURE_SECONDS = 3.0  # stop timing a model after this long even if fewer iterations ran
+
+
+@dataclass
+class CellCost:
+    cell: str
+    model: str
+    iterations: int
+    batch_size: int
+    image_size: int
+    images_per_s: float
+    source: str  # "measured" or the CSV it came from
+
+    @property
+    def hours(self) -> float:
+        return self.iterations * self.batch_size / self.images_per_s / 3600
+
+
+def image_size(cfg: TrainConfig) -> int:
+    return 32 if cfg.dataset == "cifar10" else cfg.crop
+
+
+def measure_images_per_s(cfg: TrainConfig, device: torch.device, iterations: int = 3) -> float:
+    """Images/s of the project's training step on random data at the cell's batch and image size."""
+    from resnet.models import build_model
+    from resnet.train import _make_step
+
+    torch.manual_seed(0)
+    size, classes = image_size(cfg), 10 if cfg.dataset == "cifar10" else 1000
+    model = build_model(cfg.model, num_classes=classes).to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    step = _make_step(model, optimizer, cfg, device)
+    images = torch.randn(cfg.batch_size, 3, size, size, device=device).contiguous(memory_format=memory_format)
+    labels = torch.randint(0, classes, (cfg.batch_size,), device=device)
+    graphs = device.type == "cuda" and cfg.cuda_graphs
+    for _ in range(3 if graphs else WARMUP_STEPS):
+        step(images, labels)
+    _synchronize(device)
+    done, started = 0, time.perf_counter()
+    while done < max(1, iterations):
+        step(images, labels)
+        done += 1
+        if time.perf_counter() - started > MAX_MEASURE_SECONDS:
+            break
+    _synchronize(device)
+    return done * cfg.batch_size / (time.perf_counter() - started)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def read_throughput(path: str | Path, device: torch.device) -> dict[str, float]:
+    """{model: images/s} of the CSV rows for this device (its type, e.g. cuda, or its full name)."""
+    from resnet.models import canonical_name
+    from resnet.runfiles import device_name
+
+    names = {device.type, device_name(device)}
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise ConfigError(f"--throughput file '{path}' cannot be read ({error})") from None
+    if rows and not {"model", "device", "images_per_s"} <= set(rows[0]):
+        raise ConfigError(f"--throughput file '{path}' needs the columns model,device,images_per_s")
+    rates = {}
+    for row in rows:
+        if row["device"].strip() in names and float(row["images_per_s"]) > 0:
+            rates[canonical_name(row["model"].strip())] = float(row["images_per_s"])
+    return rates
+
+
+def plan_cost(config: dict, throughput: str | Path | None = None, measure_iterations: int = 2,
+              device: torch.device | None = None) -> tuple[list[CellCost], torch.device]:
+    """The cost of every cell of the plan, and the device it is for.
+
+    Rates come from ``throughput`` where it has the model for this device; the other models are
+    measured here (once per model, batch and image size) unless ``measure_iterations`` is 0.
+    """
+    from resnet.train import pick_device
+
+    device = device or pick_device(config["engine"]["device"])
+    listed = read_throughput(throughput, device) if throughput else {}
+    measured: dict[tuple, float] = {}
+    costs = []
+    for cell in plan_cells(config):
+        cfg = resolve_cell(config, cell.id)
+        if cfg.model in listed:
+            rate, source = listed[cfg.model], str(throughput)
+        else:
+            if measure_iterations <= 0:
+                raise ConfigError(f"no rate for {cfg.model} on {device.type} in '{throughput}' and measuring is off "
+                                  "(--measure-iterations 0): add a row or let it measure")
+            key = (cfg.model, cfg.batch_size, image_size(cfg))
+            if key not in measured:
+                started = time.perf_counter()
+                measured[key] = measure_images_per_s(cfg, device, measure_iterations)
+                print(f"measured {cfg.model} at batch {cfg.batch_size}, {image_size(cfg)}px: {measured[key]:,.1f} "
+                      f"images/s ({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
+            rate, source = measured[key], "measured"
+        costs.append(CellCost(cell.id, cfg.model, cfg.iterations, cfg.batch_size, image_size(cfg), rate, source))
+    return costs, device
+
+
+def format_cost(config: dict, costs: list[CellCost], device: torch.device) -> str:
+    from resnet.runfiles import device_name
+
+    header = ["cell", "iterations", "batch", "image", "images/s", "device-hours", "rate from"]
+    rows = [[c.cell, f"{c.iterations:,}", str(c.batch_size), f"{c.image_size}px", f"{c.images_per_s:,.1f}" if c.images_per_s < 100 else f"{c.images_per_s:,.0f}",
+             f"{c.hours:.3f}", c.source] for c in costs]
+    total = sum(c.hours for c in costs)
+    rows.append(["total", "", "", "", "", f"{total:.3f}", ""])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
+    sources = sorted({c.source for c in costs})
+    note = (f"scale {config['scale']}, {len(costs)} cells; device {device_name(device)}; images/s "
+            f"{' and '.join('measured here (training step on random data)' if s == 'measured' else 'from ' + s for s in sources)}. "
+            "Device-hours of training steps only (no evaluation, no checkpoints, no input pipeline).")
+    return "\n".join([*lines, "", note])

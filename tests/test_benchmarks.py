@@ -1,0 +1,87 @@
+"""Plan cost (resnet.cost, `python -m resnet cost`) and the GPU benchmark script's CPU mode."""
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnet.config import load_config
+from resnet.cost import format_cost, plan_cost
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def two_cell_config() -> dict:
+    """The smoke config with a plan of two small CIFAR cells."""
+    config = load_config(REPO_ROOT / "config.yaml")
+    config = copy.deepcopy(config)
+    config["scale"] = "smoke"
+    config["engine"]["device"] = "cpu"
+    config["plan"].update(cifar10=True, imagenet=False, cifar_plain_depths=[], cifar_resnet_depths=[20, 32],
+                          cifar_seeds=[0])
+    return config
+
+
+def test_measured_cost_is_positive_and_totals():
+    config = two_cell_config()
+    costs, device = plan_cost(config, measure_iterations=1)
+    assert device.type == "cpu"
+    assert [c.cell for c in costs] == ["cifar-resnet-20/seed-0", "cifar-resnet-32/seed-0"]
+    assert all(c.hours > 0 and c.source == "measured" for c in costs)
+    text = format_cost(config, costs, device)
+    total = float(text.splitlines()[len(costs) + 1].split()[1])
+    assert total == pytest.approx(sum(c.hours for c in costs), abs=1e-3)
+
+
+def test_throughput_csv_gives_exact_hours(tmp_path):
+    config = two_cell_config()
+    rates = tmp_path / "throughput.csv"
+    rates.write_text("model,device,images_per_s\ncifar-resnet-20,cpu,1000\ncifar-resnet-32,cpu,250.5\n"
+                     "cifar-resnet-20,cuda,99999\n")
+    costs, _ = plan_cost(config, throughput=rates, measure_iterations=0)
+    batch, iterations = costs[0].batch_size, costs[0].iterations
+    assert costs[0].hours == iterations * batch / 1000 / 3600
+    assert costs[1].hours == iterations * batch / 250.5 / 3600
+    assert {c.source for c in costs} == {str(rates)}
+
+
+def test_cost_command_line(tmp_path):
+    rates = tmp_path / "rates.csv"
+    rates.write_text("model,device,images_per_s\n" + "".join(
+        f"{m},cpu,100\n" for m in ["cifar-plain-20", "cifar-plain-32", "cifar-plain-44", "cifar-plain-56",
+                                   "cifar-resnet-20", "cifar-resnet-32", "cifar-resnet-44", "cifar-resnet-56",
+                                   "cifar-resnet-110", "cifar-resnet-1202", "plain-18", "plain-34", "resnet-18",
+                                   "resnet-34", "resnet-34-b", "resnet-34-c", "resnet-50", "resnet-101",
+                                   "resnet-152"]))
+    config = tmp_path / "config.yaml"
+    config.write_text((REPO_ROOT / "config.yaml").read_text().replace("device: auto", "device: cpu"))
+    done = subprocess.run([sys.executable, "-m", "resnet", "cost", "--config", str(config), "--throughput", str(rates),
+                           "--measure-iterations", "0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "total" in done.stdout and str(rates) in done.stdout
+
+
+def test_cost_without_rate_and_without_measuring_is_bad_input(tmp_path):
+    from resnet.config import ConfigError
+
+    rates = tmp_path / "empty.csv"
+    rates.write_text("model,device,images_per_s\n")
+    with pytest.raises(ConfigError, match="no rate"):
+        plan_cost(two_cell_config(), throughput=rates, measure_iterations=0)
+
+
+@pytest.mark.slow
+def test_gpu_script_cifar_section_runs_on_cpu(tmp_path):
+    """benchmarks/gpu.py --quick --device cpu, CIFAR section only (about a minute on 2 cores)."""
+    done = subprocess.run([sys.executable, "benchmarks/gpu.py", "--quick", "--device", "cpu", "--only", "cifar-20",
+                           "--results", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (tmp_path / "gpu_results.md").read_text()
+    for path in ("a baseline", "b project eager", "c project graphs"):
+        assert f"| {path}" in table
+    assert "failed" not in table
+    assert (tmp_path / "throughput.csv").read_text().startswith("model,device,images_per_s")
