@@ -70,6 +70,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                                    "reason": reason, "config": cfg.to_dict()})
         print(f"failed: {cfg.cell}: {reason} (recorded in {out / 'metrics.json'})", file=sys.stderr)
         return 0
+    if not metrics:  # a torchrun process other than 0: process 0 reports
+        return 0
     final = metrics.get("final", {})
     shown = {k: round(v, 2) for k, v in final.items() if isinstance(v, float)}
     print(f"{cfg.cell}: {metrics.get('status')} {shown} -> {out}")

@@ -92,13 +92,16 @@ def _semantic(config: dict[str, Any]) -> dict[str, Any]:
     return {key: config.get(key) for key in SEMANTIC_KEYS}
 
 
-def prepare_run_folder(cfg: TrainConfig, out: Path) -> dict[str, Any] | None:
+def prepare_run_folder(cfg: TrainConfig, out: Path, may_move: bool = True) -> dict[str, Any] | None:
     """Return the finished metrics if this exact cell is already done; set older runs aside.
 
     A folder left by a different recipe (config changed since) is moved to superseded-<time>/
     inside the folder, so nothing computed is lost and the new recipe starts from iteration 0.
     """
     out.mkdir(parents=True, exist_ok=True)
+    if may_move:
+        for stale in out.glob(".*.tmp"):  # a write cut short by a kill; the real file is intact
+            stale.unlink(missing_ok=True)
     metrics = runfiles.read_json(out / "metrics.json")
     previous = None
     if metrics is not None:
@@ -109,6 +112,8 @@ def prepare_run_folder(cfg: TrainConfig, out: Path) -> dict[str, Any] | None:
         return None
     if _semantic(previous) == _semantic(cfg.to_dict()):
         return metrics if metrics is not None and metrics.get("status") == "done" else None
+    if not may_move:  # under torchrun, process 0 alone sets the older run aside
+        return None
     keep = out / f"superseded-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     keep.mkdir()
     for item in out.iterdir():
@@ -139,7 +144,7 @@ def artefacts_of(model: str) -> list[str]:
 def train(cfg: TrainConfig, out: Path, quiet: bool = False) -> dict[str, Any]:
     """Train (or resume, or skip if done) one cell; write its files; return its metrics."""
     out = Path(out)
-    done = prepare_run_folder(cfg, out)
+    done = prepare_run_folder(cfg, out, may_move=os.environ.get("RANK", "0") == "0")
     if done is not None:
         print(f"{cfg.cell}: already done ({out / 'metrics.json'})", file=sys.stderr)
         return done
@@ -225,7 +230,7 @@ def _train(cfg, out: Path, dist, stop: StopRequest, quiet: bool) -> dict[str, An
         if iteration % cfg.log_every == 0 or evaluate:
             row = _close_interval(cfg, state, interval, lr, dist, task)
             pause = time.perf_counter()
-            if evaluate:
+            if evaluate and dist.is_main:  # the other processes wait at their next all-reduce
                 row.update(task.evaluate(model))
             state["rows"].append(row)
             _warmup_check(cfg, state, row, dist)
