@@ -174,6 +174,7 @@ def _train(cfg, out: Path, dist, stop: StopRequest, quiet: bool) -> dict[str, An
         torch.set_rng_state(saved["torch_rng"])
         state = saved["state"]
         dist.print(f"{cfg.cell}: resuming at iteration {state['iteration']} from {checkpoint_path}")
+    dist.print(_banner(cfg, device, model, dist))
     train_model = dist.wrap(model)
     step = _make_step(train_model, optimizer, cfg, device)
     tracker = _open_tracker(cfg, state) if dist.is_main else None
@@ -264,6 +265,18 @@ def _give_up(cfg, out: Path, state, save, tracker, message: str) -> None:
     tracker.set_tags({"failure": reason})
     tracker.finish("FAILED")
     raise GaveUp(reason)
+
+
+def _banner(cfg: TrainConfig, device: torch.device, model, dist) -> str:
+    from resnet.config import REFERENCE_BATCH
+
+    reference = REFERENCE_BATCH[cfg.dataset]
+    lr_note = "" if cfg.batch_size == reference else (
+        f" (linear scaling rule: the recipe's lr is per batch of {reference}; batch {cfg.batch_size} "
+        f"gives lr {cfg.lr:g})")
+    return (f"[{cfg.cell}] {cfg.scale} scale on {runfiles.device_name(device)} x{dist.world_size}: "
+            f"{count_parameters(model):,} parameters, {cfg.iterations} iterations at batch {cfg.batch_size}, "
+            f"lr {cfg.lr:g} /{1 / cfg.lr_decay:g} at {cfg.milestones}{lr_note}")
 
 
 def _fresh_state(cfg: TrainConfig) -> dict[str, Any]:

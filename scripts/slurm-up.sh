@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # slurm-up.sh - a single-node SLURM cluster on loopback for trying the project's
-# SLURM profile (profiles/slurm) locally and for CI.
+# SLURM profile (slurm/ at the repository root) locally and for CI.
 #
 # Installs Debian's slurmctld, slurmd, slurm-client and munge (plus slurmdbd and
 # mariadb-server for accounting), writes /etc/slurm/slurm.conf, starts the daemons

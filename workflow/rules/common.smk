@@ -93,3 +93,8 @@ def dataset_of(wildcards):
     from resnet.models import parse_model_name
 
     return parse_model_name(wildcards.model).dataset
+
+
+def artefact_inputs(wildcards):
+    """The metrics of the planned cells a table or figure reads (ARTEFACT_MODELS, report.smk)."""
+    return run_metrics(cells_of(ARTEFACT_MODELS.get(wildcards.name, [])))

@@ -19,10 +19,6 @@ ARTEFACTS = (
 )
 
 
-def artefact_inputs(wildcards):
-    return run_metrics(cells_of(ARTEFACT_MODELS.get(wildcards.name, [])))
-
-
 rule table:
     input:
         artefact_inputs,
@@ -31,6 +27,8 @@ rule table:
         md="results/{name}.md",
     log:
         "results/logs/report/{name}.log",
+    conda:
+        "../../environment.yml"
     wildcard_constraints:
         name="table[1236]",
     script:
@@ -45,6 +43,8 @@ rule figure:
         pdf="results/{name}.pdf",
     log:
         "results/logs/report/{name}.log",
+    conda:
+        "../../environment.yml"
     wildcard_constraints:
         name="figure[1467]",
     script:
@@ -60,5 +60,7 @@ rule summary:
         "results/README.md",
     log:
         "results/logs/report/summary.log",
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/report.py"

@@ -19,12 +19,35 @@ rule train:
     params:
         train_config=lambda w: shlex.quote(json.dumps(train_config_json(w), sort_keys=True)),
         out=lambda w: f"{RUNS}/{w.model}/seed-{w.seed}",
+        python=PYTHON,
     threads: lambda w: min(job_resources(dataset_of(w))["cpus"], workflow.cores)
     resources:
+        # Local runs: `--resources gpus=N` caps the GPUs in use at once.
         gpus=lambda w: job_resources(dataset_of(w))["gpus"],
+        # SLURM (slurm/ profile): gpu -> sbatch/srun --gpus; cpus_per_task -> --cpus-per-task (the
+        # configured count even where --cores is smaller); mem_mb -> --mem; runtime -> --time
+        # (minutes); one node, so that torchrun's processes share the allocation's GPUs.
+        gpu=lambda w: job_resources(dataset_of(w))["gpus"],
+        cpus_per_task=lambda w: job_resources(dataset_of(w))["cpus"],
         mem_mb=lambda w: job_resources(dataset_of(w))["mem_mb"],
         runtime=lambda w: job_resources(dataset_of(w))["runtime_min"],
-    retries: config["resources"]["max_resubmits"]
+        nodes=1,
+    conda:
+        "../../environment.yml"
+    # Resubmissions come from the Snakemake that submits the jobs; the Snakemake inside a SLURM job
+    # does not retry, so that a job stopped before its time limit ends and one interruption is one
+    # resubmission.
+    retries: config["resources"]["max_resubmits"] if workflow.is_main_process else 0
+    # The trainer runs in the background so that this shell can pass SIGTERM / SIGUSR1 / SIGINT on to
+    # it and wait for its checkpoint: in the foreground, a signal would end the shell at once and
+    # leave the trainer to be killed with the job step before it has saved. The exit status is the
+    # trainer's (75 after a checkpoint on a signal).
     shell:
-        "{PYTHON} -m resnet train --launch --record-failure --out {params.out} "
-        "--train-config {params.train_config} >> {log} 2>&1"
+        "{params.python} -m resnet train --launch --record-failure --out {params.out} "
+        "--train-config {params.train_config} >> {log} 2>&1 & trainer=$!; "
+        "trap 'kill -TERM $trainer 2>/dev/null' TERM; "
+        "trap 'kill -USR1 $trainer 2>/dev/null' USR1; "
+        "trap 'kill -INT $trainer 2>/dev/null' INT; "
+        "wait $trainer && status=0 || status=$?; "
+        "while kill -0 $trainer 2>/dev/null; do wait $trainer && status=0 || status=$?; done; "
+        "exit $status"

@@ -1,0 +1,102 @@
+"""The workflow through the project's SLURM profile: `snakemake --cores 8 --profile slurm` from the
+root of a fresh copy of the repository, against the single-node cluster of scripts/slurm-up.sh.
+
+The plan is the end-to-end smoke plan (tests/support/workflow.py: real CIFAR-10, synthetic ImageNet,
+CPU, deterministic kernels, one thread per job). Every training job must have gone through sbatch,
+and results/ must hold the same tables and the same reproduced numbers as the same plan run locally
+(the session fixture smoke_results_local): training on the CPU with deterministic kernels and one
+thread is reproducible bit for bit, so numbers are compared exactly as written; only timings
+(throughput, wall time, dates, hosts, job ids) may differ.
+
+Job status is checked with squeue (the profile's default, which also works without accounting);
+tests/test_slurm_resubmit.py uses sacct.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from tests.support.slurm import slurm_cluster  # noqa: F401  (session fixture)
+from tests.support.workflow import (
+    CIFAR_TARBALL,
+    SMOKE_OVERRIDES,
+    check_no_partial_files,
+    copy_repo,
+    curve_numbers,
+    read_csv,
+    run_folders,
+    run_snakemake,
+    write_overrides,
+)
+
+# the session fixture smoke_results_local, registered once so that every module shares one local run
+pytest_plugins = ["tests.support.workflow"]
+
+pytestmark = pytest.mark.slow
+
+SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: .*/rule_(\w+)/(?:([^/]*)/)?\d+\.log\)")
+# table columns that are measurements of the machine, not reproduced numbers
+TIMING = re.compile(r"time|per_s|/s|second|hour|minute|date|host|device|commit|job|gpu_h|throughput", re.I)
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster, tmp_path_factory):  # noqa: F811
+    if not CIFAR_TARBALL.is_file():
+        pytest.skip(f"real CIFAR-10 tarball not found at {CIFAR_TARBALL}")
+    repo = copy_repo(tmp_path_factory.mktemp("smoke-slurm"))
+    write_overrides(repo, SMOKE_OVERRIDES)
+    t0 = time.monotonic()
+    proc = run_snakemake(repo, "--cores", "8", "--profile", "slurm", "--configfile", "test-overrides.yaml",
+                         "--slurm-init-seconds-before-status-checks", "5", timeout=1200)
+    print(f"\nsmoke plan through SLURM: exit {proc.returncode} after {time.monotonic() - t0:.0f} s in {repo}")
+    assert proc.returncode == 0, proc.stdout[-8000:]
+    return {"repo": repo, "log": proc.stdout, "cluster": slurm_cluster}
+
+
+def test_every_training_job_went_through_sbatch(slurm_run):
+    submitted = SUBMITTED.findall(slurm_run["log"])
+    train_jobs = {job for job, rule, _ in submitted if rule == "train"}
+    cells = run_folders(slurm_run["repo"])
+    assert cells and len(train_jobs) == len(cells), (sorted(cells), submitted)
+    for cell, folder in cells.items():
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["status"] == "done", (cell, metrics.get("reason"))
+        # the training process ran inside one of the submitted SLURM jobs
+        assert metrics["provenance"]["slurm_job_id"] in train_jobs, (cell, metrics["provenance"])
+    for job in sorted(train_jobs):
+        record = slurm_run["cluster"].accounting(int(job), fields=("State", "ExitCode"))
+        assert record == {"State": "COMPLETED", "ExitCode": "0:0"}, (job, record)
+    # the report jobs went through SLURM too
+    assert {rule for _, rule, _ in submitted} >= {"train", "table", "figure", "summary"}
+
+
+def test_same_cells_and_numbers_as_a_local_run(slurm_run, smoke_results_local):
+    ours, theirs = run_folders(slurm_run["repo"]), run_folders(smoke_results_local)
+    assert sorted(ours) == sorted(theirs)
+    for cell in ours:
+        a = json.loads((ours[cell] / "metrics.json").read_text())
+        b = json.loads((theirs[cell] / "metrics.json").read_text())
+        assert (a["status"], a["iterations"], a["final"]) == (b["status"], b["iterations"], b["final"]), cell
+        assert curve_numbers(ours[cell] / "curve.csv") == curve_numbers(theirs[cell] / "curve.csv"), cell
+
+
+def test_same_tables_as_a_local_run(slurm_run, smoke_results_local):
+    ours, theirs = slurm_run["repo"] / "results", smoke_results_local / "results"
+    tables = sorted(path.name for path in theirs.glob("table*.csv"))
+    assert tables == ["table1.csv", "table2.csv", "table3.csv", "table6.csv"]
+    for name in tables:
+        a, b = read_csv(ours / name), read_csv(theirs / name)
+        assert len(a) == len(b), name
+        assert a and list(a[0]) == list(b[0]), name
+        kept = [column for column in a[0] if not TIMING.search(column)]
+        assert [{c: row[c] for c in kept} for row in a] == [{c: row[c] for c in kept} for row in b], name
+    for name in ("figure1.png", "figure4.png", "figure6.png", "figure7.png", "README.md"):
+        assert (ours / name).stat().st_size > 0, name
+
+
+def test_no_half_written_files(slurm_run):
+    problems = check_no_partial_files(slurm_run["repo"] / "results")
+    assert not problems, "\n".join(problems)
