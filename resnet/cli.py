@@ -35,9 +35,8 @@ def run_dir(config: dict, cell: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnet import runfiles
     from resnet.config import TrainConfig, load_config, resolve_cell
-    from resnet.train import GaveUp, Interrupted, train
+    from resnet.train import GaveUp, Interrupted, record_failure, train
 
     if args.train_config:
         cfg = TrainConfig.from_dict(json.loads(args.train_config))
@@ -65,9 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise
         traceback.print_exc()
         reason = f"{type(error).__name__}: {error}".splitlines()[0][:500]
-        runfiles.write_json(out / "metrics.json", {"cell": cfg.cell, "model": cfg.model, "dataset": cfg.dataset,
-                                                   "seed": cfg.seed, "scale": cfg.scale, "status": "failed",
-                                                   "reason": reason, "config": cfg.to_dict()})
+        record_failure(cfg, out, reason)
         print(f"failed: {cfg.cell}: {reason} (recorded in {out / 'metrics.json'})", file=sys.stderr)
         return 0
     if not metrics:  # a torchrun process other than 0: process 0 reports

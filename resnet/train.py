@@ -249,6 +249,13 @@ def _train(cfg, out: Path, dist, stop: StopRequest, quiet: bool) -> dict[str, An
     return metrics
 
 
+def record_failure(cfg: TrainConfig, out: Path, reason: str, iterations: int | None = None) -> None:
+    """metrics.json with status "failed" and the reason: the tables show it, the next run retries."""
+    runfiles.write_json(out / "metrics.json", {
+        "cell": cfg.cell, "model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed, "scale": cfg.scale,
+        "status": "failed", "reason": reason, "iterations": iterations, "config": cfg.to_dict()})
+
+
 def _give_up(cfg, out: Path, state, save, tracker, message: str) -> None:
     """Out of resubmissions: mark the cell failed (the tables say why) and reset the budget.
 
@@ -258,10 +265,7 @@ def _give_up(cfg, out: Path, state, save, tracker, message: str) -> None:
               f"{cfg.max_resubmits}: rerun the workflow to resume from the checkpoint")
     state["interruptions"] = 0
     save()
-    runfiles.write_json(out / "metrics.json", {"cell": cfg.cell, "model": cfg.model, "dataset": cfg.dataset,
-                                               "seed": cfg.seed, "scale": cfg.scale, "status": "failed",
-                                               "reason": reason, "iterations": state["iteration"],
-                                               "config": cfg.to_dict()})
+    record_failure(cfg, out, reason, iterations=state["iteration"])
     tracker.set_tags({"failure": reason})
     tracker.finish("FAILED")
     raise GaveUp(reason)

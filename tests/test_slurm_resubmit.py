@@ -45,14 +45,18 @@ from tests.support.workflow import (
 pytestmark = pytest.mark.slow
 
 LONG, KILLED = "cifar-resnet-20/seed-0", "cifar-plain-20/seed-0"
-ITERATIONS = 600          # ~2.5 min of training on one CPU: two or more likely three 2-minute jobs
+# ~2.5 min of training at batch 32 on one idle CPU core (ResNet-20, ~300 images/s): at least two
+# 2-minute jobs, each losing its start-up and the 30 s warning.
+ITERATIONS = 1200
+BATCH = 32
 CHECKPOINT_EVERY = 20
 LOG_EVERY = 10
 OVERRIDES = {
     **SMOKE_OVERRIDES,
     "plan": {"cifar10": True, "imagenet": False, "cifar_plain_depths": [20], "cifar_resnet_depths": [20],
              "resnet110_seeds": []},
-    "scales": {"smoke": {"cifar10": {"iterations": ITERATIONS, "milestones": [300, 450], "eval_every": 150,
+    "scales": {"smoke": {"cifar10": {"iterations": ITERATIONS, "batch_size": BATCH, "milestones": [600, 900],
+                                     "eval_every": 300,
                                      "log_every": LOG_EVERY, "checkpoint_every": CHECKPOINT_EVERY}}},
     "resources": {**SMOKE_OVERRIDES["resources"],
                   "cifar10": {"gpus": 1, "cpus": 1, "mem_mb": 2000, "runtime_min": 2},

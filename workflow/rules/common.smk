@@ -89,6 +89,13 @@ def job_resources(dataset):
     return config["resources"][dataset]
 
 
+def gpu_slots(dataset):
+    """A CIFAR cell takes one slot; an ImageNet cell every slot of each of its GPUs."""
+    if dataset == "cifar10":
+        return 1
+    return job_resources(dataset)["gpus"] * config["resources"]["cifar_cells_per_gpu"]
+
+
 def dataset_of(wildcards):
     from resnet.models import parse_model_name
 

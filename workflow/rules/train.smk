@@ -24,6 +24,8 @@ rule train:
     resources:
         # Local runs: `--resources gpus=N` caps the GPUs in use at once.
         gpus=lambda w: job_resources(dataset_of(w))["gpus"],
+        # Local runs: `--resources gpu_slots=K` lets CIFAR cells share GPUs (resources.cifar_cells_per_gpu).
+        gpu_slots=lambda w: gpu_slots(dataset_of(w)),
         # SLURM (slurm/ profile): gpu -> sbatch/srun --gpus; cpus_per_task -> --cpus-per-task (the
         # configured count even where --cores is smaller); mem_mb -> --mem; runtime -> --time
         # (minutes); one node, so that torchrun's processes share the allocation's GPUs.
