@@ -101,14 +101,13 @@ class ImageNetTask:
         self.image_size = cfg.crop
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
-        self.world, self.rank = world, rank
         self._loader_args = dict(root=self.root, batch_size=cfg.batch_size,  # global; each rank takes its share
                                  seed=cfg.seed,
                                  short_side=tuple(cfg.train_short_side), crop=cfg.crop, workers=cfg.workers,
                                  rank=rank, world_size=world)
         self._stream = None
         self._next_iteration = None
-        self.train_size = data.ImageNetTrainSet(self.root, short_side=tuple(cfg.train_short_side), crop=cfg.crop).__len__()
+        self.train_size = len(data.ImageNetTrainSet(self.root, short_side=tuple(cfg.train_short_side), crop=cfg.crop))
 
     def train_batch(self, iteration: int):
         if self._stream is None or self._next_iteration != iteration:
@@ -124,7 +123,7 @@ class ImageNetTask:
         return iteration * self.cfg.batch_size / self.train_size
 
     def evaluate(self, model) -> dict[str, float]:
-        loader = data.imagenet_val_loader(self.root, batch_size=min(self.cfg.batch_size, 256) // 1,
+        loader = data.imagenet_val_loader(self.root, batch_size=min(self.cfg.batch_size, 256),
                                           resize=self.cfg.test_short_side, crop=self.cfg.crop,
                                           workers=self.cfg.workers)
         # Figure 4's bold curves: centre-crop validation error.

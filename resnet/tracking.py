@@ -171,11 +171,6 @@ class Tracker:
             for metric in chunk:
                 self._logged_through[metric.key] = max(metric.step, self._logged_through.get(metric.key, -1))
 
-    def last_step(self, key: str) -> int:
-        """The highest step at which this run has `key` logged; 0 if none."""
-        history = _retry(lambda: self.client.get_metric_history(self.run_id, key))
-        return max((metric.step for metric in history), default=0)
-
     def log_artifact(self, path: str | Path) -> None:
         _retry(lambda: self.client.log_artifact(self.run_id, str(path)))
 

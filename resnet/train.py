@@ -182,18 +182,13 @@ def _train(cfg, out: Path, dist, stop: StopRequest, quiet: bool) -> dict[str, An
     interval = {"loss": torch.zeros((), device=device), "wrong": torch.zeros((), device=device), "images": 0,
                 "start": time.perf_counter(), "paused": 0.0}
 
-    # Resuming: rows that reached MLflow after the checkpoint was written (a run killed between the
-    # two) are recomputed identically and must not be logged a second time.
-    logged_through = tracker.last_step("train_error") if tracker and start_iteration else 0
-
     def save() -> None:
         _carry_interval(state, interval)  # a half-finished log interval travels in the checkpoint
         if not dist.is_main:
             return
-        # MLflow first, so the checkpoint's rows_in_mlflow counts the rows logged (a resumed run
-        # would otherwise log them again: duplicate steps in the run's history).
-        tracker.log_rows([row for row in state["rows"][state["rows_in_mlflow"]:]
-                          if row["iteration"] > logged_through])
+        # MLflow first, so the checkpoint's rows_in_mlflow counts the rows logged. Rows logged by a
+        # run killed before its next checkpoint are skipped by the resumed Tracker (per metric).
+        tracker.log_rows(state["rows"][state["rows_in_mlflow"]:])
         state["rows_in_mlflow"] = len(state["rows"])
         runfiles.save_checkpoint(checkpoint_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
