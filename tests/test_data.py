@@ -342,6 +342,30 @@ def test_train_set_transform_is_seeded(synthetic_imagenet):
     assert -1.0 < float(x.mean()) < 1.0
 
 
+def test_train_crop_is_the_crop_of_the_resized_image(synthetic_imagenet):
+    """Sec. 3.4: shorter side resized to S in [256, 480] (here [36, 48]), random crop, flip, colour.
+
+    The set resamples only the crop's box; the reference resizes the whole image, then crops,
+    with the same draws. They agree up to PIL's 8-bit rounding between its two passes.
+    """
+    from PIL import Image as PILImage
+
+    from resnet import imagenet
+
+    dataset = ImageNetTrainSet(synthetic_imagenet, short_side=(36, 48), crop=32)
+    for index, seed in [(0, 1), (3, 7), (11, 42), (20, 5)]:
+        x, _ = dataset[(index, seed)]
+        rng = np.random.default_rng(seed)
+        image = imagenet._open_rgb(dataset.samples[index][0])
+        resized = imagenet._resize_shorter(image, int(rng.integers(36, 49)))
+        top, left = int(rng.integers(0, resized.size[1] - 32 + 1)), int(rng.integers(0, resized.size[0] - 32 + 1))
+        crop = resized.crop((left, top, left + 32, top + 32))
+        if rng.random() < 0.5:
+            crop = crop.transpose(PILImage.Transpose.FLIP_LEFT_RIGHT)
+        reference = imagenet._to_tensor(crop).add_(imagenet._pca_lighting(rng)).sub_(imagenet._MEAN)
+        assert float((x - reference).abs().max()) <= 2.5 / 255
+
+
 def test_train_loader_shapes_and_worker_independence(synthetic_imagenet):
     options = dict(batch_size=8, seed=0, short_side=(36, 48), crop=32)
     serial = imagenet_train_loader(synthetic_imagenet, workers=0, **options)
