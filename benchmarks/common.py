@@ -6,9 +6,9 @@ The two paths train the same model with the same optimiser; they differ in every
   reproduction and the PyTorch tutorials): a torchvision.datasets-style Dataset over uint8 arrays,
   torchvision.transforms RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize on
   PIL images in DataLoader workers, fp32, eager, contiguous NCHW.
-* project: the project's own path (resnet.train._make_step): the data set resident on the device
+* project: the project's own path (resnet.step.make_step): the data set resident on the device
   in a CifarTrainStream, augmented there in batch; channels_last; on CUDA bf16 autocast and,
-  with cuda_graphs, the step compiled with mode="reduce-overhead" (CUDA graphs).
+  with cuda_graphs, the whole step (forward, backward, SGD update) replayed as one CUDA graph.
 """
 from __future__ import annotations
 
@@ -95,24 +95,25 @@ def endless(loader):
 # ----------------------------------------------------------------------------- the paths
 
 def bench_config(model: str, batch_size: int, device: str, *, bf16: bool, channels_last: bool,
-                 cuda_graphs: bool) -> TrainConfig:
-    """A TrainConfig carrying what _make_step reads (the paper's CIFAR optimiser, Sec. 4.2)."""
+                 cuda_graphs: bool, compile: bool = False) -> TrainConfig:
+    """A TrainConfig carrying what resnet.step.make_step reads (the paper's CIFAR optimiser, Sec. 4.2)."""
     return TrainConfig(model=model, dataset="cifar10", seed=0, scale="bench", iterations=1, batch_size=batch_size,
                        lr=0.1, momentum=0.9, weight_decay=1e-4, milestones=[], lr_decay=0.1, eval_every=1,
                        log_every=1, checkpoint_every=1, data_source="", cache_dir=str(BENCH_DATA), device=device,
-                       bf16=bf16, channels_last=channels_last, cuda_graphs=cuda_graphs)
+                       bf16=bf16, channels_last=channels_last, cuda_graphs=cuda_graphs,
+                       compile=compile)
 
 
 def make_model_and_step(cfg: TrainConfig, device: torch.device, num_classes: int = 10):
     """Model, optimiser and step exactly as resnet.train._train builds them."""
-    from resnet.train import _make_step
+    from resnet.step import make_step
 
     torch.manual_seed(0)
     model = build_model(cfg.model, num_classes=num_classes).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return model, optimizer, _make_step(model, optimizer, cfg, device)
+    return model, optimizer, make_step(model, optimizer, cfg, device)
 
 
 def plain_step(model, optimizer):

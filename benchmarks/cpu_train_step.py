@@ -39,7 +39,7 @@ def paths(model_name: str, images, labels, args) -> dict[str, tuple]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     loader = baseline_loader(images, labels, args.batch_size, args.workers, pin_memory=False)
     built["baseline"] = (plain_step(model, optimizer), baseline_batches(loader, device))
-    # The project's path: on-device stream + resnet.train._make_step + channels_last.
+    # The project's path: on-device stream + resnet.step.make_step + channels_last.
     variants = [("project", True)] + ([("project-nchw", False)] if args.with_nchw else [])
     for name, channels_last in variants:
         cfg = bench_config(model_name, args.batch_size, "cpu", bf16=True, channels_last=channels_last,

@@ -78,6 +78,7 @@ class TrainConfig:
     bf16: bool = True
     channels_last: bool = True
     cuda_graphs: bool = True
+    compile: bool = False
     deterministic: bool = False
     tracking_uri: str = "sqlite:///results/mlflow.db"
     experiment: str = "resnet-he2015"
@@ -264,7 +265,7 @@ def resolve_cell(config: dict, cell_id: str) -> TrainConfig:
         tracking_uri=config["mlflow"]["tracking_uri"],
         experiment=config["mlflow"]["experiment"],
         max_resubmits=config["resources"].get("max_resubmits", 20),
-        **{key: config["engine"][key] for key in ("device", "bf16", "channels_last", "cuda_graphs", "deterministic")},
+        **{key: config["engine"][key] for key in ("device", "bf16", "channels_last", "cuda_graphs", "compile", "deterministic")},
     )
     if dataset == "cifar10":
         warmup = recipe.get("warmup")

@@ -4,8 +4,8 @@
     python -m resnet cost --config config.yaml --throughput rates.csv  # rates measured elsewhere
 
 A cell costs iterations x batch / (images per second) of device time. The rate is measured: by
-default a short timed run of the project's training step (resnet.train._make_step, with the
-engine's bf16 / channels_last / CUDA-graph settings) on random tensors at the cell's batch and
+default a short timed run of the project's training step (resnet.step.make_step, with the
+engine's bf16 / channels_last / CUDA-graph / compile settings) on random tensors at the cell's batch and
 image size, on the device training would use (engine.device); or read from a CSV with columns
 model,device,images_per_s (benchmarks/gpu.py writes one). Random tensors leave the input pipeline
 out: for ImageNet from JPEG files the loader can be slower than the step (benchmarks/gpu.py
@@ -23,7 +23,7 @@ import torch
 
 from resnet.config import ConfigError, TrainConfig, plan_cells, resolve_cell
 
-WARMUP_STEPS = 1  # untimed (3 when CUDA graphs are captured: compile, record, first replay)
+WARMUP_STEPS = 1  # untimed; with CUDA graphs the step's eager warm-up steps and the capture
 MAX_MEASURE_SECONDS = 3.0  # stop timing a model after this long even if fewer iterations ran
 
 
@@ -49,7 +49,7 @@ def image_size(cfg: TrainConfig) -> int:
 def measure_images_per_s(cfg: TrainConfig, device: torch.device, iterations: int = 3) -> float:
     """Images/s of the project's training step on random data at the cell's batch and image size."""
     from resnet.models import build_model
-    from resnet.train import _make_step
+    from resnet.step import WARMUP_STEPS as GRAPH_WARMUP, make_step
 
     torch.manual_seed(0)
     size, classes = image_size(cfg), 10 if cfg.dataset == "cifar10" else 1000
@@ -57,11 +57,10 @@ def measure_images_per_s(cfg: TrainConfig, device: torch.device, iterations: int
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    step = _make_step(model, optimizer, cfg, device)
+    step = make_step(model, optimizer, cfg, device)
     images = torch.randn(cfg.batch_size, 3, size, size, device=device).contiguous(memory_format=memory_format)
     labels = torch.randint(0, classes, (cfg.batch_size,), device=device)
-    graphs = device.type == "cuda" and cfg.cuda_graphs
-    for _ in range(3 if graphs else WARMUP_STEPS):
+    for _ in range(GRAPH_WARMUP + 1 if step.graphs else WARMUP_STEPS):  # + 1: the capture
         step(images, labels)
     _synchronize(device)
     done, started = 0, time.perf_counter()

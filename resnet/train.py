@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from resnet import runfiles
 from resnet.config import TrainConfig
 from resnet.models import build_model, count_multiply_adds, count_parameters
+from resnet.step import make_step
 
 # Settings whose change makes an existing run folder a different experiment (resuming would mix
 # two recipes). Device, data location, store location and worker counts may change between runs.
@@ -176,7 +176,7 @@ def _train(cfg, out: Path, dist, stop: StopRequest, quiet: bool) -> dict[str, An
         dist.print(f"{cfg.cell}: resuming at iteration {state['iteration']} from {checkpoint_path}")
     dist.print(_banner(cfg, device, model, dist))
     train_model = dist.wrap(model)
-    step = _make_step(train_model, optimizer, cfg, device)
+    step = make_step(train_model, optimizer, cfg, device, single_process=not dist.enabled)
     tracker = _open_tracker(cfg, state) if dist.is_main else None
     start_iteration, started = state["iteration"], time.perf_counter()
     interval = {"loss": torch.zeros((), device=device), "wrong": torch.zeros((), device=device), "images": 0,
@@ -217,7 +217,7 @@ def _train(cfg, out: Path, dist, stop: StopRequest, quiet: bool) -> dict[str, An
         if iteration == start_iteration and state["first_step_s"] is None:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            state["first_step_s"] = time.perf_counter() - t0  # includes compilation / graph capture
+            state["first_step_s"] = time.perf_counter() - t0  # includes compilation
         interval["loss"] += loss.detach() * labels.shape[0]
         interval["wrong"] += wrong
         interval["images"] += labels.shape[0]
@@ -239,6 +239,8 @@ def _train(cfg, out: Path, dist, stop: StopRequest, quiet: bool) -> dict[str, An
             interval["paused"] += time.perf_counter() - pause
 
     final = task.final(model) if dist.is_main else {}
+    state["step"] = {"path": step.path, "setup_s": round(step.setup_seconds, 3), "captures": step.captures,
+                     "eager_steps": step.eager_steps}  # of this (the last) process
     metrics = _metrics(cfg, out, model, task, state, final, device, tracker) if dist.is_main else {}
     dist.barrier()
     return metrics
@@ -282,29 +284,6 @@ def _fresh_state(cfg: TrainConfig) -> dict[str, Any]:
     return {"iteration": 0, "warming_up": cfg.warmup_lr is not None, "warmup_ended_at": None,
             "rows": [], "rows_in_mlflow": 0, "carried": None, "mlflow_run_id": None,
             "interruptions": 0, "train_seconds": 0.0, "first_step_s": None}
-
-
-def _make_step(model, optimizer, cfg: TrainConfig, device: torch.device):
-    """One SGD step; returns (loss, number of wrong predictions) as device tensors (no sync)."""
-    use_bf16 = device.type == "cuda" and cfg.bf16
-    forward = model
-    if device.type == "cuda" and cfg.cuda_graphs and cfg.dataset == "cifar10":
-        # The small CIFAR nets leave a GPU idle between kernel launches; replaying the forward and
-        # backward as CUDA graphs (torch.compile's reduce-overhead mode) removes that overhead.
-        # ImageNet nets keep the GPU busy on their own and would only pay the compile time.
-        forward = torch.compile(model, mode="reduce-overhead", dynamic=False)
-
-    def step(images: torch.Tensor, labels: torch.Tensor):
-        model.train()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = forward(images)
-            loss = F.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.detach().float(), (logits.detach().argmax(1) != labels).sum()
-
-    return step
 
 
 def _carry_interval(state, interval) -> None:
@@ -391,6 +370,7 @@ def _metrics(cfg, out, model, task, state, final, device, tracker) -> dict[str, 
         "wall_time_s": round(state["train_seconds"], 3),
         "images_per_s": round(trained_images / state["train_seconds"], 1) if state["train_seconds"] else None,
         "first_step_s": state["first_step_s"],
+        "step": state.get("step"),
         "warmup_ended_at": state["warmup_ended_at"],
         "interruptions": state["interruptions"],
         "mlflow_run_id": state["mlflow_run_id"],

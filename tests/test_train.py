@@ -94,6 +94,8 @@ def test_cifar_smoke_run_writes_curve_metrics_and_one_mlflow_run(make_config, tm
     assert saved["status"] == "done" and saved["iterations"] == 6 and saved["cell"] == "cifar-resnet-20/seed-0"
     assert saved["parameters"] == 269_722  # the paper's 0.27M, exact option-A count
     assert saved["multiply_adds"] > 0
+    # the step that ran: eager on the CPU (CUDA graphs are CUDA only), 6 eager steps, no capture
+    assert saved["step"] == {"path": "eager", "setup_s": 0.0, "captures": 0, "eager_steps": 6}
     final = saved["final"]
     assert final["test_error"] == pytest.approx(curve[-1]["test_error"], abs=1e-4)
     assert final["val_error"] == pytest.approx(curve[-1]["val_error"], abs=1e-4)
