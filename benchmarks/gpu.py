@@ -7,13 +7,19 @@
 Sections (each runs in its own process under a time budget, so a failure or an overrun costs
 only that section's rows; rows are kept as soon as they are measured):
 
+  graph-check      The whole-step CUDA graph against the eager step: ResNet-20, same start, same
+                   batches, 14 steps with one lr change (one recapture), deterministic kernels,
+                   fp32 and bf16; IDENTICAL when losses and weights agree bit for bit (the eager
+                   step run twice gives the noise floor).
   cifar-20/56/110  CIFAR ResNets at batch 128: (a) baseline = DataLoader workers + torchvision
                    transforms, fp32, eager, NCHW; (b) project eager = bf16 autocast +
-                   channels_last + data set on the GPU, augmented there; (c) project graphs = the
-                   same through resnet.train._make_step with cuda_graphs (torch.compile
-                   mode="reduce-overhead"), as training runs it. First steps (compile, capture,
-                   worker start-up) are timed apart from the rate.
-  r1202            ResNet-1202 at batch 128, a few steps of the project path: peak memory.
+                   channels_last + data set on the GPU, augmented there; (c) project graph = the
+                   same with the whole step (forward, backward, SGD update) replayed as one CUDA
+                   graph (resnet.step), as training runs it; (d) c + engine.compile (inductor
+                   kernels inside the graph), for --compile-depths (default 20). Warm-up steps
+                   (compilation, capture, worker start-up) are timed apart from the rate; "setup
+                   s" is the step's own compile + capture time.
+  r1202            ResNet-1202 at batch 128, a few steps of path c: peak memory.
   realdata         ResNet-20 trained by resnet.train.train on CIFAR-10 (the JPEG tarball) with the
                    paper's recipe compressed to 24 epochs of 45k (lr /10 at epochs 12 and 18):
                    test accuracy and wall time.
@@ -49,8 +55,8 @@ from benchmarks import common  # noqa: E402
 from benchmarks.common import fmt  # noqa: E402
 
 # Section -> time budget in seconds (full size); the run as a whole stops at --budget.
-SECTIONS = {"cifar-20": 60, "cifar-56": 75, "r1202": 30, "realdata": 90, "imagenet": 55, "packing": 75,
-            "cifar-110": 100}
+SECTIONS = {"graph-check": 30, "cifar-20": 80, "cifar-56": 45, "r1202": 40, "realdata": 90, "imagenet": 60,
+            "packing": 60, "cifar-110": 50}
 QUICK_BUDGET = 120  # per section, --quick
 PACK_COUNTS = (1, 4, 8)
 REALDATA_EPOCHS, REALDATA_MILESTONES, TRAIN_SIZE = 24, (12, 18), 45_000
@@ -117,22 +123,75 @@ def section_cifar(depth: int, args, rows: Rows) -> None:
         rows.add(model=model_name, path="a baseline", batch=batch, **timing_row(
             timing, note=f"DataLoader {workers} workers, fp32, eager"))
 
-    def project(graphs: bool):
+    paths = {"b project eager": (False, False, "bf16, channels_last, GPU data, eager"),
+             "c project graph": (True, False, "b + whole step as one CUDA graph: as training runs it"),
+             "d project graph+compile": (True, True, "c with engine.compile (inductor kernels in the graph)")}
+
+    def project(path: str):
+        graphs, compiled, note = paths[path]
+
         def measure():
             cfg = common.bench_config(model_name, batch, args.device, bf16=True, channels_last=True,
-                                      cuda_graphs=graphs)
+                                      cuda_graphs=graphs, compile=compiled)
             _, _, step = common.make_model_and_step(cfg, device)
+            # warm-up: the step's eager steps, the capture and one replay (graphs); compilation
             timing = common.time_steps(step, common.project_batches(images, labels, batch, device, True), batch,
-                                       device, warmup=s["graph_warmup"] if graphs else s["warmup"], **run_for(s))
-            rows.add(model=model_name, path="c project graphs" if graphs else "b project eager", batch=batch,
-                     **timing_row(timing, note="as training runs it" if graphs else "bf16, channels_last, GPU data"))
+                                       device, warmup=s["graph_warmup"] if graphs or compiled else s["warmup"],
+                                       **run_for(s))
+            rows.add(model=model_name, path=path, batch=batch, setup_s=step.setup_seconds,
+                     **timing_row(timing, note=f"{note}; ran {step.path}"))
         return measure
 
     rows.guarded(model_name, "a baseline", baseline)
-    common.release(device)
-    rows.guarded(model_name, "b project eager", project(False))
-    common.release(device)
-    rows.guarded(model_name, "c project graphs", project(True))
+    for path in paths:
+        if path.startswith("d") and depth not in args.compile_depths:
+            continue
+        common.release(device)
+        rows.guarded(model_name, path, project(path))
+
+
+def section_graph_check(args, rows: Rows) -> None:
+    """The whole-step CUDA graph trains exactly as the eager step: same losses, same weights.
+
+    ResNet-20 from the same initialisation on the same batches, 14 steps with lr 0.1 -> 0.01 after
+    step 9 (so one recapture), deterministic kernels; fp32, then bf16 autocast.
+    """
+    from resnet.step import TrainStep
+
+    s, device = sizes(args), torch.device(args.device)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # CUBLAS_WORKSPACE_CONFIG is set in main()
+    images, labels, _ = common.cifar_train_arrays(None, size=2000)
+    batch = s["batch"]
+
+    def run(graphs: bool, bf16: bool):
+        torch.manual_seed(0)
+        model = common.build_model("cifar-resnet-20").to(device).to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        step = TrainStep(model, optimizer, device, bf16=bf16, graphs=graphs)
+        batches = common.project_batches(images, labels, batch, device, True)
+        losses = []
+        for i in range(14):
+            for group in optimizer.param_groups:
+                group["lr"] = 0.1 if i < 9 else 0.01
+            losses.append(float(step(*next(batches))[0]))
+        return losses, [p.detach().float().clone() for p in model.parameters()], step
+
+    def gaps(a, b) -> tuple[float, float]:
+        return (max(abs(x - y) for x, y in zip(a[0], b[0])),
+                max(float((x - y).abs().max()) for x, y in zip(a[1], b[1])))
+
+    for bf16 in (False, True):
+        def measure(bf16=bf16):
+            eager, again, graph = run(False, bf16), run(False, bf16), run(True, bf16)
+            floor, (loss_gap, weight_gap) = gaps(eager, again), gaps(eager, graph)
+            same = loss_gap == 0 and weight_gap == 0
+            step = graph[2]
+            rows.add(model="cifar-resnet-20", path=f"check graph == eager ({'bf16' if bf16 else 'fp32'})",
+                     batch=batch, note=(f"{'IDENTICAL' if same else 'DIFFERENT'}: max |loss diff| {loss_gap:.3g}, "
+                                        f"max |weight diff| {weight_gap:.3g} over 14 steps (eager twice: "
+                                        f"{floor[0]:.3g}, {floor[1]:.3g}); ran {step.path}, {step.captures} "
+                                        f"captures, {step.replays} replays"))
+        rows.guarded("cifar-resnet-20", "check graph == eager", measure)
 
 
 def section_r1202(args, rows: Rows) -> None:
@@ -141,16 +200,17 @@ def section_r1202(args, rows: Rows) -> None:
     images, labels, _ = common.cifar_train_arrays(None, size=max(batch * 4, 1000))
 
     def measure():
-        # Eager unless --r1202-graphs: compiling 1202 layers takes longer than this whole script.
+        # As training runs it: the whole step as a CUDA graph (capture takes seconds, no compilation).
+        graphs = not args.r1202_eager
         cfg = common.bench_config("cifar-resnet-1202", batch, args.device, bf16=True, channels_last=True,
-                                  cuda_graphs=args.r1202_graphs)
+                                  cuda_graphs=graphs)
         _, _, step = common.make_model_and_step(cfg, device)
         timing = common.time_steps(step, common.project_batches(images, labels, batch, device, True), batch, device,
-                                   warmup=1, steps=1 if args.quick else 4)
+                                   warmup=s["graph_warmup"], steps=1 if args.quick else 4)
         total = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
         fits = "" if total is None else f"; device holds {total:.0f} GiB"
-        rows.add(model="cifar-resnet-1202", path="c project graphs" if args.r1202_graphs else "b project eager",
-                 batch=batch, **timing_row(timing, note=f"peak memory{fits}"))
+        rows.add(model="cifar-resnet-1202", path="c project graph" if graphs else "b project eager",
+                 batch=batch, setup_s=step.setup_seconds, **timing_row(timing, note=f"peak memory{fits}; ran {step.path}"))
 
     rows.guarded("cifar-resnet-1202", "project", measure)
 
@@ -261,8 +321,10 @@ def section_imagenet(args, rows: Rows) -> None:
         print(f"  {count} synthetic JPEGs ({s['jpeg_sides'][0]}-{s['jpeg_sides'][1]} px sides) in "
               f"{time.perf_counter() - started:.0f} s", flush=True)
         cfg = common.bench_config(model_name, s["imagenet_batch"], args.device, bf16=True, channels_last=True,
-                                  cuda_graphs=args.imagenet_graphs)
-        path = "c project graphs" if args.imagenet_graphs else "b project eager"
+                                  cuda_graphs=args.imagenet_graphs, compile=args.imagenet_compile)
+        path = {(False, False): "b project eager", (True, False): "c project graph",
+                (False, True): "b project eager+compile", (True, True): "d project graph+compile"}[
+            (args.imagenet_graphs, args.imagenet_compile)]
         state = {"batch": s["imagenet_batch"]}
 
         def build():
@@ -385,8 +447,10 @@ def run_section(name: str, args, rows_file: Path, budget: float) -> None:
                "--baseline-workers", str(args.baseline_workers), "--imagenet-workers", str(args.imagenet_workers),
                "--seconds", str(args.seconds)]
     command += ["--cifar", args.cifar] if args.cifar else []
-    command += [flag for flag, on in (("--quick", args.quick), ("--r1202-graphs", args.r1202_graphs),
-                                      ("--imagenet-graphs", args.imagenet_graphs)) if on]
+    command += ["--compile-depths", *map(str, args.compile_depths)]
+    command += [flag for flag, on in (("--quick", args.quick), ("--r1202-eager", args.r1202_eager),
+                                      ("--imagenet-graphs", args.imagenet_graphs),
+                                      ("--imagenet-compile", args.imagenet_compile)) if on]
     print(f"== {name} (budget {budget:.0f} s)", flush=True)
     started = time.perf_counter()
     process = subprocess.Popen(command, start_new_session=True)
@@ -410,9 +474,10 @@ def table(rows: list[dict]) -> str:
         key = (r.get("model"), r.get("batch"))
         ratio = f"{ips / baseline[key]:.2f}x" if ips and key in baseline else "-"
         body.append([r["section"], r.get("model", "-"), r.get("path", "-"), str(r.get("batch", "-")), fmt(ips), ratio,
-                     fmt(r.get("first_steps_s"), ".1f"), fmt(r.get("peak_gb"), ".2f"), r.get("note", "")])
+                     fmt(r.get("first_steps_s"), ".1f"), fmt(r.get("setup_s"), ".1f"), fmt(r.get("peak_gb"), ".2f"),
+                     r.get("note", "")])
     return common.markdown_table(["section", "model", "path", "batch", "images/s", "vs baseline", "first steps s",
-                                  "peak GiB", "note"], body)
+                                  "setup s", "peak GiB", "note"], body)
 
 
 def throughput_csv(rows: list[dict], device: str, file: Path) -> None:
@@ -420,7 +485,7 @@ def throughput_csv(rows: list[dict], device: str, file: Path) -> None:
     best: dict[str, float] = {}
     for r in rows:
         path = r.get("path", "")
-        if r.get("images_per_s") and (path.startswith("c project graphs") or
+        if r.get("images_per_s") and (path.startswith("c project graph") or
                                       (path.startswith("b project eager") and r["model"] not in best)):
             best[r["model"]] = r["images_per_s"]
     with open(file, "w", newline="") as handle:
@@ -479,8 +544,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cifar", help="CIFAR-10 for the real-data check (default .bench-data/ or ../shared/data)")
     parser.add_argument("--baseline-workers", type=int, default=4, help="baseline DataLoader workers (akamaster: 4)")
     parser.add_argument("--imagenet-workers", type=int, default=16, help="ImageNet loader workers")
-    parser.add_argument("--imagenet-graphs", action="store_true", help="ImageNet step with CUDA graphs (compiles)")
-    parser.add_argument("--r1202-graphs", action="store_true", help="ResNet-1202 with CUDA graphs (long compile)")
+    parser.add_argument("--imagenet-graphs", action="store_true", help="ImageNet step as a CUDA graph")
+    parser.add_argument("--imagenet-compile", action="store_true", help="ImageNet step with engine.compile")
+    parser.add_argument("--r1202-eager", action="store_true", help="ResNet-1202 without the CUDA graph")
+    parser.add_argument("--compile-depths", type=int, nargs="*", default=[20],
+                        help="CIFAR depths also timed with engine.compile (path d; compiling takes a while)")
     parser.add_argument("--results", help="also write gpu_results.md and throughput.csv into this folder")
     parser.add_argument("--section", help=argparse.SUPPRESS)
     parser.add_argument("--rows", help=argparse.SUPPRESS)
@@ -488,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pack-dir", help=argparse.SUPPRESS)
     parser.add_argument("--pack-index", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (graph-check)
     if args.pack_worker:
         pack_worker(args)
         return 0
@@ -498,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         section_cifar(int(args.section.split("-")[1]), args, rows)
     else:
         {"r1202": section_r1202, "realdata": section_realdata, "imagenet": section_imagenet,
-         "packing": section_packing}[args.section](args, rows)
+         "packing": section_packing, "graph-check": section_graph_check}[args.section](args, rows)
     return 0
 
 

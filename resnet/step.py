@@ -54,6 +54,7 @@ class TrainStep:
         self._graph_factory = graph_factory or CudaGraph
         self._warmup_left = WARMUP_STEPS if graphs else 0
         self._graph = None
+        self._side_stream = None
         self._graph_lrs: tuple | None = None
         self._static: tuple[torch.Tensor, torch.Tensor] | None = None
         self._outputs: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -115,7 +116,9 @@ class TrainStep:
         self.eager_steps += 1
         started = time.perf_counter()
         if side_stream and self.device.type == "cuda":
-            stream = torch.cuda.Stream(self.device)
+            if self._side_stream is None:
+                self._side_stream = torch.cuda.Stream(self.device)
+            stream = self._side_stream
             stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(stream):
                 outputs = self._work(images, labels)
