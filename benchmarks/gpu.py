@@ -113,6 +113,7 @@ def section_cifar(depth: int, args, rows: Rows) -> None:
     images, labels, _ = common.cifar_train_arrays(None, size=s["cifar_images"])
 
     def baseline():
+        torch.backends.cudnn.benchmark = True  # as the akamaster trainer sets it (project paths: make_step)
         torch.manual_seed(0)
         model = common.build_model(model_name).to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)

@@ -116,9 +116,7 @@ class TrainStep:
         self.eager_steps += 1
         started = time.perf_counter()
         if side_stream and self.device.type == "cuda":
-            if self._side_stream is None:
-                self._side_stream = torch.cuda.Stream(self.device)
-            stream = self._side_stream
+            stream = self._stream()
             stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(stream):
                 outputs = self._work(images, labels)
@@ -129,6 +127,13 @@ class TrainStep:
             self._sync()
             self.setup_seconds += time.perf_counter() - started
         return outputs
+
+    def _stream(self):
+        """The side stream of the warm-up steps and the captures: the same one, so the cuBLAS and
+        cuDNN state made per stream in the warm-up is there when the capture starts."""
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        return self._side_stream
 
     def _fits(self, images: torch.Tensor, labels: torch.Tensor) -> bool:
         if self._static is None:
@@ -148,7 +153,8 @@ class TrainStep:
         if self._static is None:
             self._static = (torch.empty_like(images), torch.empty_like(labels))
         graph = self._graph_factory()
-        self._outputs = graph.capture(lambda: self._work(*self._static))
+        stream = self._stream() if self.device.type == "cuda" else None
+        self._outputs = graph.capture(lambda: self._work(*self._static), stream)
         self._graph, self._graph_lrs = graph, lrs
         self.captures += 1
         self._sync()
@@ -169,8 +175,8 @@ class CudaGraph:
     def __init__(self) -> None:
         self.graph = torch.cuda.CUDAGraph()
 
-    def capture(self, fn):
-        with torch.cuda.graph(self.graph):
+    def capture(self, fn, stream=None):
+        with torch.cuda.graph(self.graph, stream=stream):
             return fn()
 
     def replay(self) -> None:
@@ -182,8 +188,14 @@ def make_step(model, optimizer, cfg, device: torch.device, single_process: bool 
 
     CUDA graphs for CIFAR cells in one process (``engine.cuda_graphs``): ImageNet nets keep a GPU
     busy with their own kernels, and a DistributedDataParallel step's all-reduce would have to be
-    captured too. torch.compile where ``engine.compile`` asks for it.
+    captured too. torch.compile where ``engine.compile`` asks for it. On CUDA, cuDNN autotuning
+    (``torch.backends.cudnn.benchmark``) unless ``engine.deterministic``.
     """
     cuda = torch.device(device).type == "cuda"
     graphs = cuda and cfg.cuda_graphs and cfg.dataset == "cifar10" and single_process
+    if cuda:
+        # Every step has the same shapes, so cuDNN may time its convolution algorithms once (in
+        # the first, eager steps, before any capture) and keep the fastest. Process-wide; off
+        # with engine.deterministic, whose point is repeatable kernels.
+        torch.backends.cudnn.benchmark = not getattr(cfg, "deterministic", False)
     return TrainStep(model, optimizer, device, bf16=cfg.bf16, graphs=graphs, compile=cfg.compile)

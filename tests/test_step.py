@@ -23,7 +23,7 @@ class FrozenGraph:
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
 
-    def capture(self, fn):
+    def capture(self, fn, stream=None):
         self.fn, self.lrs = fn, [group["lr"] for group in self.optimizer.param_groups]
         self.outputs = (torch.full((), float("nan")), torch.full((), -1, dtype=torch.int64))
         FrozenGraph.log.append(f"capture lr={self.lrs[0]:g}")
@@ -43,7 +43,7 @@ class FrozenGraph:
 
 
 class BrokenGraph(FrozenGraph):
-    def capture(self, fn):
+    def capture(self, fn, stream=None):
         raise RuntimeError("operation not permitted when stream is capturing")
 
 
@@ -150,6 +150,22 @@ def test_make_step_uses_graphs_only_for_cifar_on_cuda_in_one_process():
     assert not make_step(model, optimizer, _cfg(dataset="imagenet"), cuda).graphs
     assert not make_step(model, optimizer, _cfg(cuda_graphs=False), cuda).graphs
     assert not make_step(model, optimizer, _cfg(), cuda, single_process=False).graphs
+
+
+def test_make_step_lets_cudnn_autotune_on_cuda_unless_deterministic():
+    model = build_model("cifar-resnet-8")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        make_step(model, optimizer, _cfg(deterministic=False), torch.device("cpu"))
+        assert torch.backends.cudnn.benchmark is False  # the CPU leaves it alone
+        make_step(model, optimizer, _cfg(deterministic=False), torch.device("cuda"))
+        assert torch.backends.cudnn.benchmark is True
+        make_step(model, optimizer, _cfg(deterministic=True), torch.device("cuda"))
+        assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def test_compiled_step_trains_as_the_eager_step_and_reports_its_compile_time():
