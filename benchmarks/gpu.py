@@ -277,10 +277,12 @@ def section_realdata(args, rows: Rows) -> None:
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
         accuracy = 100.0 - metrics["final"]["test_error"]
         rows.add(model="cifar-resnet-20", path="train()", batch=cfg.batch_size, images_per_s=metrics["images_per_s"],
-                 first_steps_s=metrics["first_step_s"], peak_gb=peak, test_accuracy=accuracy, wall_s=wall,
+                 first_steps_s=metrics["first_step_s"], setup_s=metrics["step"]["setup_s"], peak_gb=peak,
+                 test_accuracy=accuracy, wall_s=wall,
                  note=(f"{cfg.iterations} it ({cfg.iterations * cfg.batch_size / TRAIN_SIZE:.1f} ep of 45k), "
                        f"lr /10 at {cfg.milestones}: test acc {accuracy:.2f}%, {wall:.0f} s wall "
-                       f"({metrics['wall_time_s']:.0f} s training)"))
+                       f"({metrics['wall_time_s']:.0f} s training); ran {metrics['step']['path']}, "
+                       f"{metrics['step']['captures']} captures"))
 
     rows.guarded("cifar-resnet-20", "train()", measure)
 
