@@ -93,3 +93,15 @@ def test_gpu_script_cifar_section_runs_on_cpu(tmp_path):
     assert len(checks) == 2 and all("IDENTICAL" in line and "capture failed" in line for line in checks)
     assert "| failed: " not in table  # no measurement raised
     assert (tmp_path / "throughput.csv").read_text().startswith("model,device,images_per_s")
+
+
+def test_cpu_imagenet_transform_benchmark_times_both_transforms():
+    """benchmarks/cpu_imagenet_transform.py on 8 JPEGs: both transforms and the decode floor, one table."""
+    done = subprocess.run([sys.executable, "benchmarks/cpu_imagenet_transform.py", "--images", "8", "--rounds", "1"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in done.stdout.splitlines() if line.startswith("| ")}
+    assert {"whole-resize", "project", "decode"} <= set(rows)
+    assert float(rows["project"].split("|")[2]) > 0 and rows["whole-resize"].split("|")[4].strip() == "1.00x"
+    gap = float(done.stdout.split("max pixel difference ")[1].split("/255")[0])
+    assert gap <= 2.5  # same draws: only PIL's rounding differs
