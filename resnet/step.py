@@ -197,5 +197,5 @@ def make_step(model, optimizer, cfg, device: torch.device, single_process: bool 
         # Every step has the same shapes, so cuDNN may time its convolution algorithms once (in
         # the first, eager steps, before any capture) and keep the fastest. Process-wide; off
         # with engine.deterministic, whose point is repeatable kernels.
-        torch.backends.cudnn.benchmark = not getattr(cfg, "deterministic", False)
+        torch.backends.cudnn.benchmark = not cfg.deterministic
     return TrainStep(model, optimizer, device, bf16=cfg.bf16, graphs=graphs, compile=cfg.compile)

@@ -135,7 +135,7 @@ def test_a_failed_capture_falls_back_to_eager_training_and_says_so(capsys):
 def _cfg(**engine):
     from types import SimpleNamespace
 
-    values = dict(dataset="cifar10", bf16=True, cuda_graphs=True, compile=False)
+    values = dict(dataset="cifar10", bf16=True, cuda_graphs=True, compile=False, deterministic=False)
     return SimpleNamespace(**{**values, **engine})
 
 
