@@ -8,7 +8,10 @@ The implementation is split in two modules that this one re-exports, so callers 
   on-device training stream (4-pixel pad, random 32x32 crop, horizontal flip) and evaluation set.
 - ``resnet.imagenet``: ImageNet-layout folders (ILSVRC2012 or a generated synthetic set); scale
   augmentation, 224 crops, flips and PCA colour noise (Sec. 3.4); a resumable, DDP-aware sampler;
-  centre-crop validation (Figure 4) and 10-crop testing (Tables 2 and 3).
+  the PIL loader and the choice of loader (``data.imagenet_loader``).
+- ``resnet.imagenet_dali``: the same training crops decoded and cut on the GPU by NVIDIA DALI
+  (optional), and its centre-crop validation.
+- ``resnet.imagenet_eval``: centre-crop validation (Figure 4) and 10-crop testing (Tables 2 and 3).
 
 This module itself holds what both share: the error type for bad data and the seed derivation that
 makes every random draw a pure function of (seed, stream, counter), so a run resumes exactly at any
@@ -54,17 +57,26 @@ _EXPORTS = {
     ],
     "resnet.imagenet": [
         "IMAGENET_MEAN",
-        "ImageNetEvalSet",
         "PCA_EIGENVALUES",
         "PCA_EIGENVECTORS",
         "ImageNetTrainSet",
         "ResumableSampler",
+        "finish_batch",
         "imagenet_classes",
         "imagenet_train_loader",
-        "imagenet_val_loader",
         "make_synthetic_imagenet",
+        "pick_loader",
         "resolve_imagenet_root",
+    ],
+    "resnet.imagenet_eval": [
+        "ImageNetEvalSet",
+        "imagenet_val_loader",
         "ten_crop_eval",
+    ],
+    "resnet.imagenet_dali": [
+        "dali_available",
+        "dali_train_loader",
+        "dali_val_loader",
     ],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -1,8 +1,11 @@
 """ImageNet: folders, the paper's training augmentation (Sec. 3.4), resumable sampling, testing.
 
-Reading order: the folder layout (ILSVRC2012 or a generated synthetic set), the training
-transform, the resumable DDP-aware sampler, the training loader, then centre-crop validation
-(Figure 4) and 10-crop testing (Tables 2 and 3).
+Reading order: the folder layout (ILSVRC2012 or a generated synthetic set), the sampled crop
+(one home for the per-sample parameters of both loaders), the PIL training transform, the
+resumable DDP-aware sampler, the PIL training loader and the choice of loader
+(``data.imagenet_loader``). The DALI loader (JPEG decoding and cropping on the GPU) is in
+resnet.imagenet_dali; centre-crop validation (Figure 4) and 10-crop testing (Tables 2 and 3) in
+resnet.imagenet_eval.
 
 The paper: "The image is resized with its shorter side randomly sampled in [256, 480] for scale
 augmentation. A 224x224 crop is randomly sampled from an image or its horizontal flip, with the
@@ -23,11 +26,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from resnet.data import DataError, derive_seed
 
@@ -64,25 +68,36 @@ _CONFIG_HINT = ("set data.imagenet in config.yaml to an ILSVRC2012 folder with t
 # ---------------------------------------------------------------------------------------------
 
 
-def _scan(root: str | Path, split: str) -> tuple[list[str], list[tuple[str, int]]]:
-    """(sorted class names, [(file, label)]) of ``root/split/<class>/*``, ImageFolder labels."""
+def _scan(root: str | Path, split: str,
+          classes: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]]]:
+    """(sorted class names, [(file, label)]) of ``root/split/<class>/*``, ImageFolder labels.
+
+    With ``classes`` (train/'s, for val/) the split must hold exactly those class folders: a
+    missing or extra one would shift every label after it, silently.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"ImageNet not found at {str(root)!r}: {_CONFIG_HINT}")
     folder = root / split
     if not folder.is_dir():
         raise DataError(f"ImageNet folder {str(root)!r} has no {split}/ folder: {_CONFIG_HINT}")
-    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
-    if not classes:
+    found = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    if not found:
         raise DataError(f"ImageNet folder {str(folder)!r} has no class folders: {_CONFIG_HINT}")
+    if classes is not None and found != classes:
+        missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
+        what = (f"lacks the class folder {missing[0]!r} that train/ has" if missing else
+                f"has a class folder {extra[0]!r} that train/ lacks")
+        raise DataError(f"ImageNet folder {str(folder)!r} {what} ({len(missing)} missing, {len(extra)} extra): "
+                        "both splits need the same class folders")
     samples = []
-    for label, name in enumerate(classes):
+    for label, name in enumerate(found):
         files = sorted(entry.path for entry in os.scandir(folder / name)
                        if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES))
         if not files:
             raise DataError(f"ImageNet class folder {str(folder / name)!r} holds no images: {_CONFIG_HINT}")
         samples.extend((file, label) for file in files)
-    return classes, samples
+    return found, samples
 
 
 def imagenet_classes(root: str | Path) -> list[str]:
@@ -163,14 +178,31 @@ def resolve_imagenet_root(setting: str | Path, cache_dir: str | Path) -> Path:
     if str(setting) == "synthetic":
         return make_synthetic_imagenet(Path(cache_dir) / "synthetic-imagenet")
     root = Path(setting).expanduser()
-    for split in ("train", "val"):
-        _scan(root, split)
+    _scan(root, "val", _scan(root, "train")[0])
     return root
 
 
 # ---------------------------------------------------------------------------------------------
-# Transforms
+# The sampled crop: one home for the per-sample parameters of every loader
 # ---------------------------------------------------------------------------------------------
+
+
+class Crop(NamedTuple):
+    """Where a crop comes from and what is done to it; the same for the PIL and the DALI loader.
+
+    ``box`` (left, top, right, bottom) is in the ORIGINAL image's pixels (floats): the crop is that
+    box resampled bilinearly (antialiased) to crop x crop, then mirrored if ``flip``. ``offset`` is
+    the RGB colour offset added after scaling to [0, 1] (PCA lighting; zero for evaluation).
+    """
+
+    box: tuple[float, float, float, float]
+    flip: bool
+    offset: np.ndarray  # float32, shape (3,)
+
+
+_NO_OFFSET = np.zeros(3, dtype=np.float32)
+_EIGENVALUES_NP = np.array(PCA_EIGENVALUES, dtype=np.float32)
+_EIGENVECTORS_NP = np.array(PCA_EIGENVECTORS, dtype=np.float32)
 
 
 def _shorter_side_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
@@ -180,29 +212,74 @@ def _shorter_side_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
     return max(shorter, round(width * scale)), max(shorter, round(height * scale))
 
 
-def _resize_shorter(image: Image.Image, shorter: int) -> Image.Image:
-    return image.resize(_shorter_side_size(image.size, shorter), Image.Resampling.BILINEAR)
+def _box_of(size: tuple[int, int], resized: tuple[int, int], left: int, top: int, crop: int) -> tuple:
+    """The box in the original image of the crop at (left, top) of the image resized to ``resized``."""
+    x_scale, y_scale = size[0] / resized[0], size[1] / resized[1]
+    return (left * x_scale, top * y_scale, (left + crop) * x_scale, (top + crop) * y_scale)
 
 
-def _to_tensor(image: Image.Image) -> torch.Tensor:
-    """uint8 HWC PIL image -> float32 CHW in [0, 1]."""
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
+def train_crop(size: tuple[int, int], augment_seed: int, short_side: tuple[int, int], crop: int) -> Crop:
+    """Sec. 3.4's random draws for one training sample of an image of ``size`` (width, height).
+
+    A pure function of the augmentation seed (ResumableSampler: a function of (seed, position),
+    that is of (seed, epoch, sample)): shorter side uniform in [short_side], a crop x crop window
+    uniform in the resized image, a flip with probability 1/2, and the PCA lighting
+    ("the standard color augmentation in [21]").
+    """
+    rng = np.random.default_rng(augment_seed)
+    shorter = int(rng.integers(short_side[0], short_side[1] + 1))
+    width, height = _shorter_side_size(size, shorter)
+    top, left = int(rng.integers(0, height - crop + 1)), int(rng.integers(0, width - crop + 1))
+    flip = bool(rng.random() < 0.5)
+    alpha = rng.normal(0.0, PCA_STD, 3).astype(np.float32)
+    offset = (_EIGENVECTORS_NP @ (alpha * _EIGENVALUES_NP)).astype(np.float32)
+    return Crop(_box_of(size, (width, height), left, top, crop), flip, offset)
 
 
-_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-_EIGENVALUES = torch.tensor(PCA_EIGENVALUES)
-_EIGENVECTORS = torch.tensor(PCA_EIGENVECTORS)
+def centre_crop(size: tuple[int, int], resize: int, crop: int) -> Crop:
+    """The centre crop x crop window of the image resized to shorter side ``resize`` (validation)."""
+    width, height = _shorter_side_size(size, resize)
+    left, top = (width - crop) // 2, (height - crop) // 2
+    return Crop(_box_of(size, (width, height), left, top, crop), False, _NO_OFFSET)
 
 
-def _pca_lighting(rng: np.random.Generator) -> torch.Tensor:
-    """The per-channel RGB offset of AlexNet colour augmentation for one image, shape (3, 1, 1)."""
-    alpha = torch.from_numpy(rng.normal(0.0, PCA_STD, 3).astype(np.float32))
-    return (_EIGENVECTORS @ (alpha * _EIGENVALUES)).view(3, 1, 1)
+def crop_pixels(image: Image.Image, spec: Crop, crop: int) -> np.ndarray:
+    """The crop of ``spec`` as uint8 HWC.
+
+    The crop of the image resized to the sampled size, computed by resampling only the crop's box
+    of the original (PIL's resize with box= uses the same filter and pixel centres): 3x faster than
+    resizing the whole image at ImageNet sizes. It differs from resize-then-crop only by the
+    rounding of PIL's 8-bit intermediate between its two passes (at most 2 of 255).
+    """
+    image = image.resize((crop, crop), Image.Resampling.BILINEAR, box=spec.box)
+    if spec.flip:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.array(image, dtype=np.uint8)  # a writable copy (torch.from_numpy)
+
+
+_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+
+
+def finish_batch(images: torch.Tensor, offsets: torch.Tensor | None, device: torch.device | str = "cpu",
+                 channels_last: bool = False) -> torch.Tensor:
+    """uint8 NHWC crops (and their RGB offsets) -> the float NCHW input of the net, on ``device``.
+
+    Both loaders hand over uint8 (a quarter of float32's bytes through worker pipes and the PCIe
+    bus); the [0, 1] scaling, the PCA lighting offset and the mean subtraction happen here, on the
+    device. The result is channels_last in memory (a view of NHWC) unless ``channels_last`` is false.
+    """
+    device = torch.device(device)
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    if offsets is not None:
+        x.add_(offsets.to(device, torch.float32, non_blocking=True).view(-1, 3, 1, 1))
+    x.sub_(_MEAN.to(device))
+    return x if channels_last else x.contiguous()
 
 
 class ImageNetTrainSet(Dataset):
     """Training images, indexed by (index, augmentation seed) pairs from ResumableSampler.
 
+    An item is (uint8 HWC crop, float32 RGB offset, label); finish_batch makes the net's input.
     The per-sample randomness (scale, crop position, flip, colour noise) comes only from the seed
     it is handed, so batches are the same whatever the number of loader workers.
     """
@@ -216,24 +293,12 @@ class ImageNetTrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
         index, augment_seed = key
         file, label = self.samples[index]
-        rng = np.random.default_rng(augment_seed)
         image = _open_rgb(file)
-        shorter = int(rng.integers(self.short_side[0], self.short_side[1] + 1))
-        width, height = _shorter_side_size(image.size, shorter)
-        top, left = int(rng.integers(0, height - self.crop + 1)), int(rng.integers(0, width - self.crop + 1))
-        # The crop of the image resized to (width, height), computed by resampling only the crop's
-        # box of the original (PIL's resize with box= uses the same filter and pixel centres): 3x
-        # faster than resizing the whole image at ImageNet sizes. It differs from resize-then-crop
-        # only by the rounding of PIL's 8-bit intermediate between its two passes (at most 2 of 255).
-        x_scale, y_scale = image.size[0] / width, image.size[1] / height
-        box = (left * x_scale, top * y_scale, (left + self.crop) * x_scale, (top + self.crop) * y_scale)
-        image = image.resize((self.crop, self.crop), Image.Resampling.BILINEAR, box=box)
-        if rng.random() < 0.5:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return _to_tensor(image).add_(_pca_lighting(rng)).sub_(_MEAN), label
+        spec = train_crop(image.size, augment_seed, self.short_side, self.crop)
+        return torch.from_numpy(crop_pixels(image, spec, self.crop)), torch.from_numpy(spec.offset), label
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,15 +358,27 @@ def _loader_options(workers: int) -> dict:
     return dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
 
 
+def one_line(error: DataError) -> DataError:
+    """A DataError raised in a DataLoader worker comes back with the worker's traceback in its
+    message; the error the run stops with is its last line, the worker's own message."""
+    lines = str(error).strip().splitlines()
+    if len(lines) <= 1:
+        return error
+    last = lines[-1]
+    return DataError(last.split(": ", 1)[1] if last.startswith(("resnet.data.DataError", "DataError")) else last)
+
+
 def imagenet_train_loader(root: str | Path, batch_size: int, seed: int,
                           short_side: tuple[int, int] = (256, 480), crop: int = 224, workers: int = 8,
-                          rank: int = 0, world_size: int = 1,
-                          start_sample: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """An endless iterator of this rank's (x, y) training batches.
+                          rank: int = 0, world_size: int = 1, start_sample: int = 0,
+                          device: torch.device | str = "cpu",
+                          channels_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """An endless iterator of this rank's (x, y) training batches on ``device``: the PIL loader.
 
     ``batch_size`` is the global batch (the paper: 256); each rank gets batch_size / world_size
     images per step. ``start_sample`` = iteration * batch_size resumes a run at the same data
-    position with the same augmentation. The folder is checked now; workers start on first next().
+    position with the same augmentation. Workers decode and crop to uint8; finish_batch does the
+    rest on the device. The folder is checked now; workers start on first next().
     """
     dataset = ImageNetTrainSet(root, short_side, crop)
     sampler = ResumableSampler(len(dataset), batch_size, seed, rank, world_size, start_sample)
@@ -309,88 +386,37 @@ def imagenet_train_loader(root: str | Path, batch_size: int, seed: int,
                         **_loader_options(workers))
 
     def stream() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        yield from loader  # the sampler never ends, so neither does this
+        batches = iter(loader)  # the sampler never ends, so neither does this
+        while True:
+            try:
+                images, offsets, labels = next(batches)
+            except DataError as error:
+                raise one_line(error) from None
+            yield finish_batch(images, offsets, device, channels_last), labels.to(device, non_blocking=True)
 
     return stream()
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation (centre crop, Figure 4) and 10-crop testing (Tables 2 and 3)
+# Choosing the loader: data.imagenet_loader
 # ---------------------------------------------------------------------------------------------
 
-
-class ImageNetEvalSet(Dataset):
-    """Validation images resized to shorter side ``resize``: the centre crop, or the 10 crops
-    (4 corners and centre, then their horizontal flips) as a (10, 3, crop, crop) tensor."""
-
-    def __init__(self, root: str | Path, resize: int = 256, crop: int = 224, ten_crop: bool = False,
-                 split: str = "val"):
-        if crop > resize:
-            raise ValueError(f"crop {crop} exceeds the resized shorter side {resize}")
-        self.classes, self.samples = _scan(root, split)
-        self.resize, self.crop, self.ten_crop = resize, crop, ten_crop
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        file, label = self.samples[index]
-        image = _resize_shorter(_open_rgb(file), self.resize)
-        width, height, crop = *image.size, self.crop
-        centre = ((width - crop) // 2, (height - crop) // 2)
-        if not self.ten_crop:
-            return _to_tensor(image.crop((*centre, centre[0] + crop, centre[1] + crop))).sub_(_MEAN), label
-        corners = [(0, 0), (width - crop, 0), (0, height - crop), (width - crop, height - crop), centre]
-        views = [_to_tensor(image.crop((x, y, x + crop, y + crop))) for x, y in corners]
-        views += [view.flip(-1) for view in views]
-        return torch.stack(views).sub_(_MEAN), label
+LOADERS = ("auto", "dali", "pil")
 
 
-def imagenet_val_loader(root: str | Path, batch_size: int, resize: int = 256, crop: int = 224,
-                        workers: int = 8, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """Centre-crop validation batches (the bold curves of Figure 4), in folder order; re-iterable.
+def pick_loader(setting: str, device: torch.device | str) -> str:
+    """'dali' or 'pil' for ``data.imagenet_loader``: auto takes DALI on CUDA when it is installed.
 
-    With world_size > 1 each rank gets the strided share rank::world_size of the images.
+    DALI on the CPU runs its CPU backend (the tests and the CPU benchmark use it); it is chosen
+    there only when asked for by name.
     """
-    dataset = ImageNetEvalSet(root, resize, crop)
-    if world_size > 1:
-        dataset = Subset(dataset, range(rank, len(dataset), world_size))
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **_loader_options(workers))
+    from resnet import imagenet_dali
 
-
-def ten_crop_eval(model: torch.nn.Module, root: str | Path, short_side: int = 256, crop: int = 224,
-                  batch_size: int = 32, device="cpu", workers: int = 8, split: str = "val") -> dict:
-    """Top-1 and top-5 error (%) with 10-crop testing, softmax scores averaged over the crops.
-
-    The paper does not state the test scale of its 10-crop results; the project uses shorter side
-    256 (AlexNet's 10-crop convention, [21]). ``batch_size`` counts images (10 crops each). With
-    fewer than 5 classes "top-5" is top-min(5, classes), reported as ``top5_k``.
-    Deviation: the paper's best single-model and ensemble results (Tables 4 and 5) use
-    fully-convolutional multi-scale testing (shorter side in {224, 256, 384, 480, 640}); the
-    project reproduces the 10-crop Tables 2 and 3 only.
-    """
-    dataset = ImageNetEvalSet(root, short_side, crop, ten_crop=True, split=split)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                        **{**_loader_options(workers), "persistent_workers": False})
-    k = min(5, len(dataset.classes))
-    parameter = next(model.parameters(), None)
-    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
-    was_training, top1_correct, topk_correct = model.training, 0, 0
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for views, labels in loader:
-                images = views.shape[0]
-                logits = model(views.to(device, dtype, non_blocking=True).flatten(0, 1))
-                if logits.shape != (images * 10, len(dataset.classes)):
-                    raise ValueError(f"model returned logits of shape {tuple(logits.shape)} for "
-                                     f"{images * 10} crops of {len(dataset.classes)} classes")
-                scores = logits.float().softmax(dim=-1).view(images, 10, -1).mean(dim=1)
-                hits = scores.topk(k, dim=1).indices == labels.to(scores.device)[:, None]
-                top1_correct += int(hits[:, 0].sum())
-                topk_correct += int(hits.any(dim=1).sum())
-    finally:
-        model.train(was_training)
-    total = len(dataset)
-    return dict(top1_error=100.0 * (1 - top1_correct / total), top5_error=100.0 * (1 - topk_correct / total),
-                num_images=total, top5_k=k)
+    if setting not in LOADERS:
+        raise DataError(f"data.imagenet_loader is {setting!r}: use one of {', '.join(LOADERS)}")
+    if setting == "pil":
+        return "pil"
+    if setting == "dali":
+        imagenet_dali.require_dali()
+        return "dali"
+    return "dali" if torch.device(device).type == "cuda" and imagenet_dali.dali_available() else "pil"

@@ -92,47 +92,58 @@ class ImageNetTask:
 
     data.imagenet = 'synthetic' trains on a generated set of synthetic JPEGs in ImageNet layout
     (10 classes), for tests and the smoke scale; ImageNet itself is never downloaded.
+    data.imagenet_loader ('auto', 'dali' or 'pil'; ``loader`` overrides it) picks the input path
+    of training and centre-crop validation (resnet.imagenet.pick_loader); 10-crop testing is PIL's.
+    Both paths give the same batches (within a grey level) for the same (seed, iteration).
     """
 
-    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
-        self.cfg, self.device = cfg, device
-        self.root = data.resolve_imagenet_root(cfg.data_source, cfg.cache_dir)
+    def __init__(self, job: Job, device: torch.device, loader: str | None = None) -> None:
+        recipe, engine = job.recipe, job.engine
+        self.recipe, self.device, self.workers = recipe, device, engine.workers
+        self.root = data.resolve_imagenet_root(job.data.imagenet, job.data.cache)
         self.num_classes = len(data.imagenet_classes(self.root))
-        self.image_size = cfg.crop
+        self.image_size = recipe.crop
+        self.loader = data.pick_loader(job.data.imagenet_loader if loader is None else loader, device)
+        self.channels_last = engine.channels_last
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
-        self._loader_args = dict(root=self.root, batch_size=cfg.batch_size,  # global; each rank takes its share
-                                 seed=cfg.seed,
-                                 short_side=tuple(cfg.train_short_side), crop=cfg.crop, workers=cfg.workers,
-                                 rank=rank, world_size=world)
+        self._loader_args = dict(root=self.root, batch_size=recipe.batch_size,  # global; each rank takes its share
+                                 seed=recipe.seed, short_side=tuple(recipe.train_short_side), crop=recipe.crop,
+                                 workers=engine.workers, rank=rank, world_size=world, device=device,
+                                 channels_last=engine.channels_last)
         self._stream = None
         self._next_iteration = None
-        self.train_size = len(data.ImageNetTrainSet(self.root, short_side=tuple(cfg.train_short_side), crop=cfg.crop))
+        self._val = None
+        self.train_size = len(data.ImageNetTrainSet(self.root, short_side=tuple(recipe.train_short_side),
+                                                    crop=recipe.crop))
+        self.data_info = {"source": job.data.imagenet, "root": str(self.root),
+                          "kind": "synthetic" if job.data.imagenet == "synthetic" else "folder",
+                          "train_images": self.train_size, "loader": self.loader}
 
     def train_batch(self, iteration: int):
         if self._stream is None or self._next_iteration != iteration:
-            loader = data.imagenet_train_loader(start_sample=iteration * self.cfg.batch_size, **self._loader_args)
-            self._stream = iter(loader)
-        images, labels = next(self._stream)
+            make = data.dali_train_loader if self.loader == "dali" else data.imagenet_train_loader
+            self._stream = make(start_sample=iteration * self.recipe.batch_size, **self._loader_args)
+        images, labels = next(self._stream)  # on the device, finished (resnet.imagenet.finish_batch)
         self._next_iteration = iteration + 1
-        memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
-        images = images.to(self.device, non_blocking=True).contiguous(memory_format=memory_format)
-        return images, labels.to(self.device, non_blocking=True)
+        return images, labels
 
     def epoch_of(self, iteration: int) -> float:
-        return iteration * self.cfg.batch_size / self.train_size
+        return iteration * self.recipe.batch_size / self.train_size
 
     def evaluate(self, model) -> dict[str, float]:
-        loader = data.imagenet_val_loader(self.root, batch_size=min(self.cfg.batch_size, 256),
-                                          resize=self.cfg.test_short_side, crop=self.cfg.crop,
-                                          workers=self.cfg.workers)
+        if self._val is None:  # kept: DALI's pipeline (and PIL's workers) start once
+            make = data.dali_val_loader if self.loader == "dali" else data.imagenet_val_loader
+            self._val = make(self.root, batch_size=min(self.recipe.batch_size, 256),
+                             resize=self.recipe.test_short_side, crop=self.recipe.crop, workers=self.workers,
+                             device=self.device, channels_last=self.channels_last)
         # Figure 4's bold curves: centre-crop validation error.
-        return {"val_error": error_rate(model, loader, self.device, self.cfg)}
+        return {"val_error": error_rate(model, self._val, self.device)}
 
     def final(self, model) -> dict:
         centre = self.evaluate(model)["val_error"]
-        ten = data.ten_crop_eval(model, self.root, short_side=self.cfg.test_short_side, crop=self.cfg.crop,
-                                 batch_size=max(1, min(self.cfg.batch_size, 64)), device=self.device,
-                                 workers=self.cfg.workers)
+        ten = data.ten_crop_eval(model, self.root, short_side=self.recipe.test_short_side, crop=self.recipe.crop,
+                                 batch_size=max(1, min(self.recipe.batch_size, 64)), device=self.device,
+                                 workers=self.workers)
         return {"val_error": centre, "top1_10crop": ten["top1_error"], "top5_10crop": ten["top5_error"],
-                "test_short_side": self.cfg.test_short_side}
+                "test_short_side": self.recipe.test_short_side}

@@ -20,12 +20,16 @@ from PIL import Image
 from resnet.data import (
     CifarEvalSet,
     CifarTrainStream,
+    IMAGENET_MEAN,
+    PCA_EIGENVALUES,
+    PCA_EIGENVECTORS,
     DataError,
     ImageNetTrainSet,
     ResumableSampler,
     augment_batch,
     draw_augmentation,
     eval_batches,
+    finish_batch,
     imagenet_train_loader,
     imagenet_val_loader,
     load_cifar10,
@@ -335,18 +339,22 @@ def test_synthetic_imagenet_layout_and_idempotence(synthetic_imagenet):
 
 def test_train_set_transform_is_seeded(synthetic_imagenet):
     dataset = ImageNetTrainSet(synthetic_imagenet, short_side=(36, 48), crop=32)
-    x, label = dataset[(5, 123)]
-    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and label == 0
-    torch.testing.assert_close(dataset[(5, 123)][0], x, rtol=0, atol=0)
-    assert not torch.equal(dataset[(5, 124)][0], x)
-    assert -1.0 < float(x.mean()) < 1.0
+    pixels, offset, label = dataset[(5, 123)]
+    assert pixels.shape == (32, 32, 3) and pixels.dtype == torch.uint8 and label == 0  # uint8 from workers
+    assert offset.shape == (3,) and offset.dtype == torch.float32 and 0 < float(offset.abs().max()) < 0.2
+    again = dataset[(5, 123)]
+    assert torch.equal(again[0], pixels) and torch.equal(again[1], offset)
+    assert not torch.equal(dataset[(5, 124)][0], pixels)
+    x = finish_batch(pixels[None], offset[None])
+    assert x.shape == (1, 3, 32, 32) and x.dtype == torch.float32 and -1.0 < float(x.mean()) < 1.0
 
 
 def test_train_crop_is_the_crop_of_the_resized_image(synthetic_imagenet):
     """Sec. 3.4: shorter side resized to S in [256, 480] (here [36, 48]), random crop, flip, colour.
 
     The set resamples only the crop's box; the reference resizes the whole image, then crops,
-    with the same draws. They agree up to PIL's 8-bit rounding between its two passes.
+    with the same draws. They agree up to PIL's 8-bit rounding between its two passes. The
+    device-side finish is x / 255 + eigvec @ (alpha * eigval) - mean, with alpha the draws'.
     """
     from PIL import Image as PILImage
 
@@ -354,16 +362,23 @@ def test_train_crop_is_the_crop_of_the_resized_image(synthetic_imagenet):
 
     dataset = ImageNetTrainSet(synthetic_imagenet, short_side=(36, 48), crop=32)
     for index, seed in [(0, 1), (3, 7), (11, 42), (20, 5)]:
-        x, _ = dataset[(index, seed)]
+        pixels, offset, _ = dataset[(index, seed)]
         rng = np.random.default_rng(seed)
         image = imagenet._open_rgb(dataset.samples[index][0])
-        resized = imagenet._resize_shorter(image, int(rng.integers(36, 49)))
+        resized = image.resize(imagenet._shorter_side_size(image.size, int(rng.integers(36, 49))),
+                               PILImage.Resampling.BILINEAR)
         top, left = int(rng.integers(0, resized.size[1] - 32 + 1)), int(rng.integers(0, resized.size[0] - 32 + 1))
         crop = resized.crop((left, top, left + 32, top + 32))
         if rng.random() < 0.5:
             crop = crop.transpose(PILImage.Transpose.FLIP_LEFT_RIGHT)
-        reference = imagenet._to_tensor(crop).add_(imagenet._pca_lighting(rng)).sub_(imagenet._MEAN)
-        assert float((x - reference).abs().max()) <= 2.5 / 255
+        reference = torch.from_numpy(np.array(crop, dtype=np.uint8))
+        assert int((pixels.int() - reference.int()).abs().max()) <= 2
+        alpha = torch.from_numpy(rng.normal(0.0, 0.1, 3).astype(np.float32))
+        lighting = torch.tensor(PCA_EIGENVECTORS) @ (alpha * torch.tensor(PCA_EIGENVALUES))
+        torch.testing.assert_close(offset, lighting)
+        expected = reference.permute(2, 0, 1).float() / 255 + lighting.view(3, 1, 1) - torch.tensor(
+            IMAGENET_MEAN).view(3, 1, 1)
+        assert float((finish_batch(pixels[None], offset[None])[0] - expected).abs().max()) <= 2.5 / 255
 
 
 def test_train_loader_shapes_and_worker_independence(synthetic_imagenet):
