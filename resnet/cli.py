@@ -23,7 +23,7 @@ EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: try again later
 def _bad_input_errors() -> tuple[type[BaseException], ...]:
     from resnet.config import ConfigError
     from resnet.data import DataError
-    from resnet.models import ModelNameError
+    from resnet.names import ModelNameError
     from resnet.runfiles import CheckpointError
 
     return ConfigError, DataError, ModelNameError, CheckpointError

@@ -80,7 +80,7 @@ def _synchronize(device: torch.device) -> None:
 
 def read_throughput(path: str | Path, device: torch.device) -> dict[str, float]:
     """{model: images/s} of the CSV rows for this device (its type, e.g. cuda, or its full name)."""
-    from resnet.models import canonical_name
+    from resnet.names import canonical_name
     from resnet.runfiles import device_name
 
     names = {device.type, device_name(device)}

@@ -9,7 +9,7 @@ Every table is a ``ModelTable``: an ordered ``dict`` from a row key to a frozen 
 in the paper's row order.
 
 * Rows the project trains are keyed by the registry's canonical model name
-  (``resnet.models.canonical_name``): ``"resnet-34"`` is option A, ``"resnet-34-b"``,
+  (``resnet.names.canonical_name``): ``"resnet-34"`` is option A, ``"resnet-34-b"``,
   ``"resnet-50"`` is option B, ``"cifar-resnet-56"`` is option A.  Lookups accept any spelling
   of the same model, so ``TABLE2["resnet-34-a"] is TABLE2["resnet-34"]``.
 * Rows the paper quotes from other work (VGG-16, Maxout, ...) are keyed by the paper's label
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from resnet.names import ModelNameError, canonical_name
+
 PAPER = "He et al. 2015, Deep Residual Learning for Image Recognition (arXiv 1512.03385)"
 
 
@@ -33,8 +35,6 @@ class ModelTable(dict):
     """A dict of paper rows whose lookups accept any spelling of a registry model name."""
 
     def _canonical(self, key):
-        from resnet.models import ModelNameError, canonical_name  # lazy: models imports paper
-
         try:
             return canonical_name(key)
         except (ModelNameError, TypeError):

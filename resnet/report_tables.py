@@ -31,7 +31,9 @@ import pandas as pd
 
 from resnet import paper, runfiles
 from resnet.config import load_config, plan_cells
-from resnet.models import build_model, count_parameters, parse_model_name, table1_rows
+from resnet.measure import count_parameters, table1_rows
+from resnet.models import build_model
+from resnet.names import parse_model_name
 
 DONE, FAILED, NOT_RUN, QUOTED = "done", "failed", "not run", "quoted"
 

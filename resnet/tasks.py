@@ -14,7 +14,7 @@ import torch
 
 from resnet import data
 from resnet.config import TrainConfig
-from resnet.models import layer_response_std
+from resnet.measure import layer_response_std
 
 EVAL_BATCH = 500
 

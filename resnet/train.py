@@ -25,7 +25,8 @@ import torch
 
 from resnet import runfiles
 from resnet.config import TrainConfig
-from resnet.models import build_model, count_multiply_adds, count_parameters
+from resnet.measure import count_multiply_adds, count_parameters
+from resnet.models import build_model
 from resnet.step import make_step
 
 # Settings whose change makes an existing run folder a different experiment (resuming would mix

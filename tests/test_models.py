@@ -7,20 +7,15 @@ import torch
 import torchvision
 
 from resnet import paper
-from resnet.models import (
-    CIFAR_DEPTHS,
-    IMAGENET_DEPTHS,
-    ModelNameError,
-    ZeroPadShortcut,
-    build_model,
-    canonical_name,
+from resnet.measure import (
     conv3x3_responses,
     count_multiply_adds,
     count_parameters,
     layer_response_std,
-    parse_model_name,
     table1_rows,
 )
+from resnet.models import ZeroPadShortcut, build_model
+from resnet.names import CIFAR_DEPTHS, IMAGENET_DEPTHS, ModelNameError, canonical_name, parse_model_name
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ def run_metrics(cells):
 
 def cells_of(models):
     """The planned cells of these models (every seed), for an artefact's inputs."""
-    from resnet.models import canonical_name
+    from resnet.names import canonical_name
 
     wanted = {canonical_name(model) for model in models}
     return [cell for cell in CELLS if cell.model in wanted]
@@ -97,7 +97,7 @@ def gpu_slots(dataset):
 
 
 def dataset_of(wildcards):
-    from resnet.models import parse_model_name
+    from resnet.names import parse_model_name
 
     return parse_model_name(wildcards.model).dataset
 
