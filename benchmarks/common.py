@@ -209,9 +209,10 @@ def release(device: torch.device) -> None:
 # ----------------------------------------------------------------------------- output
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+    """A GitHub Markdown table of already formatted cells (tabulate, as pandas' to_markdown)."""
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)
 
 
 def fmt(value, spec: str = ",.0f", missing: str = "-") -> str:

@@ -138,10 +138,11 @@ def format_cost(config: dict, costs: list[CellCost], device: torch.device) -> st
              f"{c.hours:.3f}", c.source] for c in costs]
     total = sum(c.hours for c in costs)
     rows.append(["total", "", "", "", "", f"{total:.3f}", ""])
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
+    from tabulate import tabulate
+
+    lines = [tabulate(rows, headers=header, tablefmt="plain", disable_numparse=True)]
     sources = sorted({c.source for c in costs})
-    note = (f"scale {config['scale']}, {len(costs)} cells; device {device_name(device)}; images/s "
+    note = (f"scale {config.scale}, {len(costs)} cells; device {device_name(device)}; images/s "
             f"{' and '.join('measured here (training step on random data)' if s == 'measured' else 'from ' + s for s in sources)}. "
             "Device-hours of training steps only (no evaluation, no checkpoints, no input pipeline).")
     return "\n".join([*lines, "", note])

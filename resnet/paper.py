@@ -224,3 +224,40 @@ def trained_cells() -> tuple[str, ...]:
     names = [k for table in (TABLE2, TABLE3, TABLE6) for k, row in table.items() if not row.quoted]
     names += [m for figure in FIGURES for m in figure_models(figure)]
     return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """Where the paper shows a model, and what it reports for it there."""
+
+    artefact: str  # "Table 6", "Figure 6"
+    key: str  # "table-6", "figure-6": as in FIGURES and the run tags
+    paper: str  # the paper's number(s) for the model, or the figure's panels that draw it
+
+
+def appearances(model: str) -> list[Appearance]:
+    """Every table and figure of the paper that shows ``model`` (any spelling), in the paper's order.
+
+    Table rows give the paper's numbers ("test error 6.97%"); figures give their panels.
+    """
+    found = []
+    for number, table in (("2", TABLE2), ("3", TABLE3), ("6", TABLE6)):
+        row = table.get(model)
+        if row is None or row.quoted:
+            continue
+        if isinstance(row, CifarError):
+            text = f"test error {row.error:.2f}%"
+            if row.runs > 1:
+                text += f", best of {row.runs} runs (mean {row.mean:.2f} ± {row.std:.2f})"
+        elif row.top5 is None:
+            text = f"top-1 error {row.top1:.2f}% (10-crop)"
+        else:
+            text = f"top-1 error {row.top1:.2f}%, top-5 error {row.top5:.2f}% (10-crop)"
+        found.append(Appearance(f"Table {number}", f"table-{number}", text))
+    canonical = ModelTable()._canonical(model)
+    for figure, panels in FIGURES.items():
+        drawn = [panel for panel, models in panels.items() if canonical in models]
+        if drawn:
+            found.append(Appearance(f"Figure {figure.split('-')[1]}", figure,
+                                    f"{' and '.join(drawn)} panel{'s' if len(drawn) > 1 else ''}"))
+    return found

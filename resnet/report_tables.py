@@ -347,12 +347,12 @@ def _write(frame: pd.DataFrame, out_csv: Path, header: str) -> None:
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    """A GitHub Markdown table; numbers to 2 decimals (4 for small ones), empty cells blank."""
-    columns = list(frame.columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    for record in frame.to_dict("records"):
-        lines.append("| " + " | ".join(_cell_text(record[c]) for c in columns) + " |")
-    return "\n".join(lines)
+    """A GitHub Markdown table (pandas' to_markdown, i.e. tabulate); numbers right-aligned, to 2
+    decimals (4 for small ones), empty cells blank."""
+    align = tuple("right" if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+                  else "left" for c in frame.columns)
+    text = frame.astype(object).map(_cell_text)
+    return text.to_markdown(index=False, tablefmt="pipe", disable_numparse=True, colalign=align)
 
 
 def _cell_text(value: Any) -> str:

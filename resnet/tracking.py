@@ -4,26 +4,83 @@ Files are the truth (curve.csv, metrics.json in each run folder); MLflow is wher
 are browsed. One MLflow run per cell; a resumed cell continues its run (the run id is kept in the
 checkpoint) instead of starting a second one.
 
-The default store is a SQLite file; many processes may write to it at once (a locked database is
-retried). On clusters a tracking server is the better choice (config key mlflow.tracking_uri).
+The mirror never costs a result: every call to the store is guarded. MLflow trouble (a store that
+cannot be opened, a run that is gone, a locked database that stays locked) is printed as one
+warning line and the training goes on; rows that did not reach the store are sent again at the next
+checkpoint, and ``sync_run_folders`` (``python -m resnet mlflow-sync``) rebuilds or completes the
+store from the run folders at any time.
+
+A run follows MLflow's own conventions, so the UI's columns are filled:
+
+- system tags: ``mlflow.source.name`` (the entry point, ``python -m resnet train``),
+  ``mlflow.source.type`` (LOCAL), ``mlflow.source.git.commit`` / ``.dirty``, ``mlflow.user``;
+- the data set as a dataset input (name, digest = the data's content hash, source = its path);
+- a description (``mlflow.note.content``) naming the paper's tables/figures, rows and numbers;
+- the curve as metrics at step = iteration; the final numbers as ``final/<name>``;
+- project tags ``kind`` (cell | report), ``cell``, ``model``, ``seed``, ``scale``, ``dataset``,
+  ``artefacts``.
+
+Each workflow run also logs one *report* run (``log_report_run``) holding the tables, figures and
+the summary as artefacts, its description being the summary itself.
+
+MLflow's SQL stores always hold an experiment named "Default" (id 0, created with the tables). It is
+left alone: the project logs nothing there, and removing it would break MLflow's own tools that
+fall back to it.
+
+The default store is a SQLite file; many processes may write to it at once. MLflow's SQL store
+waits 20 s on a busy database (PRAGMA busy_timeout) but SQLite answers a write that would deadlock
+with "database is locked" at once; MLflow reports both as TEMPORARILY_UNAVAILABLE, and those calls
+are retried (tenacity). On clusters a tracking server is the better choice (config key
+mlflow.tracking_uri).
 """
 from __future__ import annotations
 
+import dataclasses
+import getpass
 import json
+import math
 import os
-import random
+import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 T = TypeVar("T")
 
 # MLflow batches accept at most 1000 metrics per call.
 _BATCH = 1000
-
+# The command that trains a cell: the runs list's Source column.
+TRAIN_SOURCE = "python -m resnet train"
+REPORT_SOURCE = "snakemake (summary rule)"
+# Final numbers go under "final/": the UI groups metrics by the prefix before "/" into chart
+# sections and sorts columns by name, so the final errors sit together, apart from the curves
+# (train_error, test_error ... at every logged iteration). Which final numbers: every error.
+FINAL_PREFIX = "final/"
+# A tag on a run that stands in for a run the store no longer holds (the run id the files know).
+REPLACES_TAG = "replaces_run"
 
 # sqlite:/// stores this process has already created or checked
 _READY: set[str] = set()
+
+
+# ----------------------------------------------------------------------------- the store
+
+def _transient(error: BaseException) -> bool:
+    """A locked or busy SQLite database: MLflow's SQL store raises TEMPORARILY_UNAVAILABLE for it."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(error, MlflowException) and error.error_code == "TEMPORARILY_UNAVAILABLE"
+
+
+def _call(action: Callable[[], T]) -> T:
+    """Run one store call, retried (jittered exponential wait, up to 60 s) while the store is busy."""
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
+    for attempt in Retrying(retry=retry_if_exception(_transient), stop=stop_after_delay(60),
+                            wait=wait_random_exponential(multiplier=0.05, max=2.0), reraise=True):
+        with attempt:
+            return action()
+    raise AssertionError("unreachable")
 
 
 def _prepare_store(uri: str) -> str:
@@ -52,9 +109,15 @@ def _create_tables(uri: str, database: Path) -> None:
     with open(database.with_name(database.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            _retry(lambda: MlflowClient(tracking_uri=uri).search_experiments(max_results=1))
+            _call(lambda: MlflowClient(tracking_uri=uri).search_experiments(max_results=1))
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=_prepare_store(uri))
 
 
 def _artifact_location(uri: str) -> str | None:
@@ -64,18 +127,17 @@ def _artifact_location(uri: str) -> str | None:
     return None  # a tracking server decides
 
 
-def _retry(action: Callable[[], T], attempts: int = 30) -> T:
-    """Run action, retrying while SQLite reports a locked or busy database."""
-    for attempt in range(attempts):
-        try:
-            return action()
-        except Exception as error:  # mlflow wraps sqlite errors in several exception types
-            text = str(error).lower()
-            transient = "locked" in text or "busy" in text or "unique constraint" in text and "experiments" in text
-            if not transient or attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1) + random.random() * 0.1)
-    raise AssertionError("unreachable")
+def _experiment_id(client, uri: str, name: str) -> str:
+    found = _call(lambda: client.get_experiment_by_name(name))
+    if found is not None:
+        return found.experiment_id
+    try:
+        return _call(lambda: client.create_experiment(name, artifact_location=_artifact_location(uri)))
+    except Exception:
+        found = client.get_experiment_by_name(name)  # another process created it first
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -89,34 +151,148 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+# ----------------------------------------------------------------------------- what a run says
+
+def run_tags(*, cell: str, model: str, seed: int, scale: str, dataset: str, artefacts: Iterable[str],
+             git: dict[str, Any] | None, source: str = TRAIN_SOURCE) -> dict[str, str]:
+    """The tags of a cell's run: MLflow's system tags (source, git commit, user) and the project's."""
+    return {"kind": "cell", "cell": cell, "model": model, "seed": str(seed), "scale": scale,
+            "dataset": dataset, "artefacts": ", ".join(artefacts), **_system_tags(source, git)}
+
+
+def params_of(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's params from its metrics.json: the recipe and the settings, as training logs them
+    (resnet.job.Job.to_dict)."""
+    return {"recipe": metrics.get("recipe") or {}, **(metrics.get("settings") or {})}
+
+
+def _system_tags(source: str, git: dict[str, Any] | None) -> dict[str, str]:
+    from mlflow.entities import SourceType
+    from mlflow.utils import mlflow_tags
+
+    tags = {mlflow_tags.MLFLOW_SOURCE_NAME: source,
+            mlflow_tags.MLFLOW_SOURCE_TYPE: SourceType.to_string(SourceType.LOCAL)}
+    try:
+        tags[mlflow_tags.MLFLOW_USER] = getpass.getuser()
+    except Exception:  # no user name for this uid (some containers)
+        pass
+    git = git or {}
+    if git.get("commit") and git["commit"] != "unknown":
+        tags[mlflow_tags.MLFLOW_GIT_COMMIT] = git["commit"]
+    if git.get("dirty") is not None:
+        tags[mlflow_tags.MLFLOW_GIT_DIRTY] = str(bool(git["dirty"])).lower()
+    return tags
+
+
+def run_description(*, model: str, cell: str, scale: str) -> str:
+    """The run's description (Markdown): where the paper shows this model, and the paper's numbers."""
+    from resnet import paper
+    from resnet.report_tables import paper_label
+
+    found = paper.appearances(model)
+    text = f"**{paper_label(model)}** (`{cell}`), scale `{scale}`.\n\n"
+    if found:
+        text += f"In the paper ({paper.PAPER}):\n\n"
+        for item in found:
+            table = item.key.replace("-", "") if item.key.startswith("table") else ""
+            row = f", row {paper_label(model, table)}" if table else ""
+            text += f"- {item.artefact}{row}: {item.paper}\n"
+    else:
+        text += "This model is not in the paper's tables or figures.\n"
+    text += "\nThe curve is logged against the iteration; the final numbers as `final/...`."
+    if scale != "paper":
+        text += (f"\n\n**Scale `{scale}`: shortened schedule and data; the numbers are not comparable to "
+                 f"the paper's.**")
+    return text
+
+
+def final_metrics(final: dict[str, Any]) -> dict[str, float]:
+    """metrics.json's final numbers that are errors (%), named ``final/<name>``."""
+    return {f"{FINAL_PREFIX}{key}": float(value) for key, value in final.items()
+            if (key.endswith("_error") or key.endswith("_10crop")) and _number(value)}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ----------------------------------------------------------------------------- one cell's run
+
 class Tracker:
-    """One MLflow run for one cell. `run_id` given: continue that run (resume)."""
+    """One MLflow run for one cell. Never raises: a failed call is a warning, the files stay the truth.
 
-    def __init__(
-        self,
-        tracking_uri: str,
-        experiment: str,
-        run_name: str,
-        run_id: str | None = None,
-        tags: dict[str, str] | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> None:
-        from mlflow.tracking import MlflowClient
+    ``run_id`` given: continue that run (resume). If the configured store does not hold it (a new
+    tracking_uri, a deleted or replaced mlflow.db), the run that replaced it earlier is continued,
+    or a new run is started there, tagged ``replaces_run=<run_id>``; ``started_new`` then tells the
+    caller to send its whole curve. ``find``: with ``run_id`` None, continue a run an earlier
+    ``mlflow-sync`` made for the same cell instead of starting another (tag ``replaces_run=none``).
+    ``run_id`` stays None if the store cannot be reached; every method is then a no-op.
+    """
 
-        self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=_prepare_store(tracking_uri))
+    def __init__(self, tracking_uri: str, experiment: str, run_name: str, run_id: str | None = None,
+                 tags: dict[str, str] | None = None, params: dict[str, Any] | None = None,
+                 description: str | None = None, find: bool = False, consequence: str | None = None) -> None:
+        self.uri, self.experiment = tracking_uri, experiment
+        self.run_id: str | None = None
+        self.started_new = False
+        self.sent = 0  # metric values this object sent to the store
         # step of the last value logged per metric: a resumed run skips what its earlier attempts logged
         self._logged_through: dict[str, int] = {}
-        if run_id is not None:
-            self.run_id = run_id
-            _retry(lambda: self.client.update_run(run_id, status="RUNNING"))
-            self._logged_through = _retry(self._last_steps)
+        self._warned: set[str] = set()
+        self.consequence = consequence or ("Nothing else is affected: the run folder's files hold every number, "
+                                           "and `python -m resnet mlflow-sync` mirrors them to the store later")
+        try:
+            self._open(run_name, run_id, tags or {}, params or {}, description, find)
+        except Exception as error:
+            self.run_id = None
+            self._warn("cannot open a run", error)
+
+    def _open(self, run_name, run_id, tags, params, description, find) -> None:
+        from mlflow.utils import mlflow_tags
+
+        if description:  # a tag holds at most 8000 characters
+            note = description if len(description) <= 7900 else description[:7900] + "\n\n(cut here)"
+            tags = {**tags, mlflow_tags.MLFLOW_RUN_NOTE: note}
+        self.client = _client(self.uri)
+        experiment_id = _experiment_id(self.client, self.uri, self.experiment)
+        found = self._find(experiment_id, run_id, tags, find)
+        if found is not None:
+            self.run_id = found
+            _call(lambda: self.client.update_run(found, status="RUNNING"))
+            self._logged_through = _call(self._last_steps)
+            existing = _call(lambda: self.client.get_run(found)).data.params
+            self.log_params({k: v for k, v in _flatten(params).items() if k not in existing})
+            self.set_tags(tags)
             return
-        experiment_id = _retry(lambda: self._experiment_id(experiment))
-        run = _retry(lambda: self.client.create_run(experiment_id, run_name=run_name, tags=tags or {}))
-        self.run_id = run.info.run_id
-        if params:
-            self.log_params(params)
+        if run_id is not None or find:
+            tags = {**tags, REPLACES_TAG: run_id or "none"}
+        run = _call(lambda: self.client.create_run(experiment_id, run_name=run_name, tags=tags))
+        self.run_id, self.started_new = run.info.run_id, True
+        if run_id is not None:
+            print(f"warning: MLflow run {run_id} is not in the store {self.uri} (experiment {self.experiment!r}): "
+                  f"started run {self.run_id} there; the whole curve is logged from the run folder",
+                  file=sys.stderr, flush=True)
+        self.log_params(params)
+
+    def _find(self, experiment_id: str, run_id: str | None, tags: dict[str, str], find: bool) -> str | None:
+        """The run of this experiment that holds (or replaced) run_id; None: start a new one."""
+        from mlflow.exceptions import MlflowException
+
+        if run_id is None and not find:
+            return None
+        if run_id is not None:
+            try:
+                run = _call(lambda: self.client.get_run(run_id))
+                if run.info.experiment_id == experiment_id and run.info.lifecycle_stage == "active":
+                    return run_id
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+        conditions = [f"tags.{REPLACES_TAG} = '{run_id or 'none'}'"]
+        conditions += [f"tags.{key} = '{tags[key]}'" for key in ("cell", "scale") if key in tags]
+        found = _call(lambda: self.client.search_runs([experiment_id], " and ".join(conditions),
+                                                      order_by=["attributes.start_time DESC"], max_results=1))
+        return found[0].info.run_id if found else None
 
     def _last_steps(self) -> dict[str, int]:
         """{metric: last step} of this run as the store has it.
@@ -127,34 +303,47 @@ class Tracker:
         keys = self.client.get_run(self.run_id).data.metrics.keys()
         return {key: max(m.step for m in self.client.get_metric_history(self.run_id, key)) for key in keys}
 
-    def _experiment_id(self, name: str) -> str:
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        try:
-            return self.client.create_experiment(name, artifact_location=_artifact_location(self.uri))
-        except Exception:
-            found = self.client.get_experiment_by_name(name)  # another process created it first
-            if found is None:
-                raise
-            return found.experiment_id
+    def _warn(self, what: str, error: BaseException) -> None:
+        if what in self._warned:  # once per kind of trouble and run
+            return
+        self._warned.add(what)
+        reason = (str(error).strip().splitlines() or [""])[0][:300]
+        print(f"warning: MLflow ({self.uri}): {what}: {type(error).__name__}: {reason}. {self.consequence}",
+              file=sys.stderr, flush=True)
 
-    def log_params(self, params: dict[str, Any]) -> None:
+    def _guard(self, what: str, action: Callable[[], Any]) -> bool:
+        """Run action against the store: True if it went through, False (one warning) if not."""
+        if self.run_id is None:
+            return False
+        try:
+            action()
+            return True
+        except Exception as error:
+            self._warn(what, error)
+            return False
+
+    def log_params(self, params: dict[str, Any]) -> bool:
         from mlflow.entities import Param
 
         items = [Param(key, value[:6000]) for key, value in _flatten(params).items()]
-        for start in range(0, len(items), 100):
-            chunk = items[start : start + 100]
-            _retry(lambda: self.client.log_batch(self.run_id, params=chunk))
 
-    def set_tags(self, tags: dict[str, str]) -> None:
+        def send() -> None:
+            for start in range(0, len(items), 100):
+                chunk = items[start : start + 100]
+                _call(lambda: self.client.log_batch(self.run_id, params=chunk))
+
+        return self._guard("logging the config as params", send)
+
+    def set_tags(self, tags: dict[str, str]) -> bool:
         from mlflow.entities import RunTag
 
         items = [RunTag(key, str(value)) for key, value in tags.items()]
-        _retry(lambda: self.client.log_batch(self.run_id, tags=items))
+        return self._guard("setting tags", lambda: _call(lambda: self.client.log_batch(self.run_id, tags=items)))
 
-    def log_rows(self, rows: list[dict[str, float]], step_key: str = "iteration") -> None:
-        """Log curve rows: every numeric column except the step, at step = row[step_key]."""
+    def log_rows(self, rows: list[dict[str, Any]], step_key: str = "iteration") -> bool:
+        """Log curve rows: every numeric column except the step, at step = row[step_key].
+
+        True when every row is in the store (the caller may then count them as sent)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -162,28 +351,154 @@ class Tracker:
             Metric(key, float(value), now, int(row[step_key]))
             for row in rows
             for key, value in row.items()
-            if key != step_key and value is not None and value == value  # skip NaN (not evaluated)
+            if key != step_key and value is not None and value == value  # skip NaN / empty (not evaluated)
             and int(row[step_key]) > self._logged_through.get(key, -1)  # logged before a resume
         ]
-        for start in range(0, len(metrics), _BATCH):
-            chunk = metrics[start : start + _BATCH]
-            _retry(lambda: self.client.log_batch(self.run_id, metrics=chunk))
-            for metric in chunk:
-                self._logged_through[metric.key] = max(metric.step, self._logged_through.get(metric.key, -1))
 
-    def log_artifact(self, path: str | Path) -> None:
-        _retry(lambda: self.client.log_artifact(self.run_id, str(path)))
+        def send() -> None:
+            for start in range(0, len(metrics), _BATCH):
+                chunk = metrics[start : start + _BATCH]
+                _call(lambda: self.client.log_batch(self.run_id, metrics=chunk))
+                self.sent += len(chunk)
+                for metric in chunk:
+                    self._logged_through[metric.key] = max(metric.step, self._logged_through.get(metric.key, -1))
 
-    def finish(self, status: str = "FINISHED") -> None:
+        return self._guard("logging the curve", send)
+
+    def log_dataset(self, name: str, digest: str | None, source: str, context: str = "training") -> bool:
+        """The data set as an MLflow dataset input (the Dataset column): name, digest, where it was read.
+
+        Without a digest nothing is logged: a dataset input without one would claim an identity it
+        does not have. The store keeps digests of at most 36 characters; a longer hash is cut there."""
+        if not digest:
+            return False
+        from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+        from mlflow.data.http_dataset_source import HTTPDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils import mlflow_tags
+
+        if str(source).startswith(("http://", "https://")):
+            where = HTTPDatasetSource(str(source))
+        else:  # MLflow's source for a local path ("local"), registered under that type name
+            where = get_dataset_source_from_json(json.dumps({"uri": str(source)}), "local")
+        entity = MetaDataset(where, name=name, digest=str(digest)[:36])._to_mlflow_entity()
+        item = DatasetInput(entity, tags=[InputTag(mlflow_tags.MLFLOW_DATASET_CONTEXT, context)])
+        return self._guard("logging the dataset", lambda: _call(lambda: self.client.log_inputs(self.run_id, [item])))
+
+    def log_artifact(self, path: str | Path) -> bool:
+        return self._guard(f"logging {Path(path).name}",
+                           lambda: _call(lambda: self.client.log_artifact(self.run_id, str(path))))
+
+    def log_result(self, metrics: Any, folder: Path) -> bool:
+        """A finished (or failed) cell: final numbers, metrics.json and curve.csv, and the run's status.
+
+        ``metrics``: metrics.json's record (resnet.records.Metrics) or the same as a dict."""
+        if dataclasses.is_dataclass(metrics):
+            metrics = dataclasses.asdict(metrics)
+        final = final_metrics(metrics.get("final") or {})
+        ok = self.log_rows([{"iteration": metrics.get("iterations") or 0, **final}]) if final else True
+        for name in ("metrics.json", "curve.csv"):
+            if (Path(folder) / name).is_file():
+                ok &= self.log_artifact(Path(folder) / name)
+        if metrics.get("status") == "done":
+            return self.finish("FINISHED") and ok
+        if metrics.get("reason"):
+            ok &= self.set_tags({"failure": str(metrics["reason"])[:5000]})
+        return self.finish("FAILED") and ok
+
+    def finish(self, status: str = "FINISHED") -> bool:
         """status: FINISHED, FAILED or KILLED (interrupted; a resumed run sets it RUNNING again)."""
-        _retry(lambda: self.client.set_terminated(self.run_id, status=status))
+        return self._guard(f"marking the run {status}",
+                           lambda: _call(lambda: self.client.set_terminated(self.run_id, status=status)))
 
+
+# ----------------------------------------------------------------------------- the store from the files
+
+def sync_run_folder(tracking_uri: str, experiment: str, folder: Path, scale: str) -> tuple[str, int] | None:
+    """Create or complete the MLflow run of one run folder from its metrics.json and curve.csv.
+
+    Idempotent: values the run already holds are not sent again (per metric, by step). Returns
+    (run id, metric values sent), or None if the folder has no metrics.json (an unfinished cell:
+    its next training job continues, or replaces, its run) or the store cannot be written.
+    """
+    from resnet import paper, runfiles
+
+    folder = Path(folder)
+    metrics = runfiles.read_json(folder / "metrics.json")
+    if metrics is None:
+        return None
+    rows = runfiles.read_curve(folder / "curve.csv") or []
+    config = params_of(metrics)
+    cell = metrics.get("cell") or f"{folder.parent.name}/{folder.name}"
+    model = metrics.get("model") or config.get("model") or folder.parent.name
+    dataset = metrics.get("dataset") or config.get("dataset") or ""
+    seed = metrics.get("seed", config.get("seed", ""))
+    git = (metrics.get("provenance") or {}).get("git")
+    tags = run_tags(cell=cell, model=model, seed=seed, scale=scale, dataset=dataset,
+                    artefacts=[a.key for a in paper.appearances(model)], git=git)
+    run_id = metrics.get("mlflow_run_id")
+    tracker = Tracker(tracking_uri, experiment, run_name=f"{scale}/{cell}", run_id=run_id, tags=tags,
+                      params=params_of(metrics), description=run_description(model=model, cell=cell, scale=scale),
+                      find=run_id is None)
+    if tracker.run_id is None:
+        return None
+    tracker.log_rows(rows)
+    data = metrics.get("data") or {}
+    tracker.log_dataset(dataset, data.get("content_hash"), data.get("source") or config.get("data_source", ""))
+    tracker.log_result(metrics, folder)
+    return tracker.run_id, tracker.sent
+
+
+def sync_run_folders(tracking_uri: str, experiment: str, runs_root: Path, scale: str,
+                     echo: Callable[[str], None] = print) -> dict[str, tuple[str, int] | None]:
+    """sync_run_folder for every <model>/seed-<n>/ under runs_root (results/runs/<scale>/)."""
+    results = {}
+    for metrics_file in sorted(Path(runs_root).glob("*/seed-*/metrics.json")):
+        folder = metrics_file.parent
+        cell = f"{folder.parent.name}/{folder.name}"
+        results[cell] = outcome = sync_run_folder(tracking_uri, experiment, folder, scale)
+        if outcome is None:
+            echo(f"{cell}: not mirrored (see the warning above)")
+        else:
+            echo(f"{cell}: run {outcome[0]}, {outcome[1]} metric values sent"
+                 + (" (up to date)" if outcome[1] == 0 else ""))
+    unfinished = sorted(f"{p.parent.name}/{p.name}" for p in Path(runs_root).glob("*/seed-*")
+                        if p.is_dir() and not (p / "metrics.json").exists())
+    for cell in unfinished:
+        echo(f"{cell}: unfinished (no metrics.json); its next training job logs its run")
+    return results
+
+
+# ----------------------------------------------------------------------------- the report run
+
+def log_report_run(tracking_uri: str, experiment: str, files: dict[str, list[Path]], tags: dict[str, str],
+                   description: str, git: dict[str, Any] | None = None, run_name: str = "report") -> str | None:
+    """One run holding a workflow run's tables and figures as artefacts (artefact folder -> files).
+
+    Its description is the summary (Markdown), so the UI's run page shows it. Returns the run id,
+    or None (with a warning) if the store cannot be written: the files on disk are complete."""
+    tags = {"kind": "report", **tags, **_system_tags(REPORT_SOURCE, git)}
+    tracker = Tracker(tracking_uri, experiment, run_name=run_name, tags=tags, description=description,
+                      consequence="The tables, figures and summary on disk are complete; only the report run "
+                                  "is missing from the store")
+    if tracker.run_id is None:
+        return None
+    ok = True
+    for folder, paths in files.items():
+        for path in paths:
+            if Path(path).is_file():
+                ok &= tracker._guard(f"logging {Path(path).name}", lambda p=path, f=folder: _call(
+                    lambda: tracker.client.log_artifact(tracker.run_id, str(p), f or None)))
+    tracker.finish("FINISHED" if ok else "FAILED")
+    return tracker.run_id
+
+
+# ----------------------------------------------------------------------------- reading the store
 
 def runs_of(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
     """The runs of an experiment as plain dicts (name, id, status, tags, params, metric keys)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=_prepare_store(tracking_uri))
+    client = _client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
@@ -197,6 +512,9 @@ def runs_of(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
             "params": dict(run.data.params),
             "metrics": dict(run.data.metrics),
             "experiment_id": found.experiment_id,
+            "inputs": [{"name": d.dataset.name, "digest": d.dataset.digest, "source": d.dataset.source,
+                        "tags": {t.key: t.value for t in d.tags}}
+                       for d in (run.inputs.dataset_inputs if run.inputs else [])],
         }
         for run in runs
     ]
@@ -204,7 +522,10 @@ def runs_of(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
 
 def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     """(step, value) pairs of one metric of one run, in step order."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=_prepare_store(tracking_uri))
+    client = _client(tracking_uri)
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def artifacts_of(tracking_uri: str, run_id: str, folder: str | None = None) -> list[str]:
+    """The artefact paths of a run (one folder level)."""
+    return sorted(item.path for item in _client(tracking_uri).list_artifacts(run_id, folder))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 import statistics
 from pathlib import Path
 
@@ -106,6 +107,18 @@ def rows_by_model(frame: pd.DataFrame) -> dict[str, dict]:
 
 # ----------------------------------------------------------------------------- collect
 
+def markdown_rows(text: str) -> list[dict[str, str]]:
+    """The rows of the Markdown table in a tableN.md, as {column: cell text} (escaped pipes kept)."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+
+    header = cells(lines[0])
+    assert set(lines[1]) <= set("|:- "), "the second line is the alignment row"
+    return [dict(zip(header, cells(line), strict=True)) for line in lines[2:]]
+
+
 def test_collect_reads_every_planned_cell(trained):
     config, results = trained
     cells = report.collect(config, results)
@@ -152,7 +165,12 @@ def test_table6_sets_reproduced_beside_paper(trained, tmp_path):
 
     markdown = (tmp_path / "table6.md").read_text()
     assert "Scale: `smoke`" in markdown and "Not comparable to the paper" in markdown
-    assert "| ResNet-110 | cifar-resnet-110 |" in markdown
+    table = markdown_rows(markdown)
+    assert [row["row"] for row in table] == list(frame["row"])  # every row, in the paper's order
+    shown = next(row for row in table if row["model"] == "cifar-resnet-110")
+    assert shown["row"] == "ResNet-110" and shown["params"] == "1,727,962"
+    assert shown["reproduced_test_error"] == f"{min(errors):.2f}" and shown["paper_test_error"] == "6.43"
+    assert next(row for row in table if row["model"] == "cifar-resnet-32")["reproduced_test_error"] == ""
 
 
 def test_resnet110_best_mean_std_over_handmade_seeds(tmp_path):
@@ -219,7 +237,9 @@ def test_table1_multiply_adds_match_the_paper(tmp_path):
     assert (frame["diff_percent"].abs() < 5).all()
     assert list(frame["conv4_x"]) == [2, 6, 6, 23, 36]
     assert pd.read_csv(tmp_path / "table1.csv")["parameters"].tolist() == frame["parameters"].tolist()
-    assert "| 152-layer | resnet-152 |" in (tmp_path / "table1.md").read_text()
+    table = markdown_rows((tmp_path / "table1.md").read_text())
+    assert [(row["row"], row["model"]) for row in table][-1] == ("152-layer", "resnet-152")
+    assert [row["parameters"] for row in table] == [f"{n:,}" for n in frame["parameters"]]
 
 
 # ----------------------------------------------------------------------------- figures
