@@ -25,7 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from resnet.config import TrainConfig  # noqa: E402
+from resnet.config import Data, Engine, Tracking  # noqa: E402
+from resnet.job import CifarRecipe, Job  # noqa: E402
 from resnet.models import build_model  # noqa: E402
 
 BENCH_DATA = REPO_ROOT / ".bench-data"  # git-ignored: decoded caches, copied tarballs
@@ -95,25 +96,32 @@ def endless(loader):
 # ----------------------------------------------------------------------------- the paths
 
 def bench_config(model: str, batch_size: int, device: str, *, bf16: bool, channels_last: bool,
-                 cuda_graphs: bool, compile: bool = False) -> TrainConfig:
-    """A TrainConfig carrying what resnet.step.make_step reads (the paper's CIFAR optimiser, Sec. 4.2)."""
-    return TrainConfig(model=model, dataset="cifar10", seed=0, scale="bench", iterations=1, batch_size=batch_size,
-                       lr=0.1, momentum=0.9, weight_decay=1e-4, milestones=[], lr_decay=0.1, eval_every=1,
-                       log_every=1, checkpoint_every=1, data_source="", cache_dir=str(BENCH_DATA), device=device,
-                       bf16=bf16, channels_last=channels_last, cuda_graphs=cuda_graphs,
-                       compile=compile)
+                 cuda_graphs: bool, compile: bool = False) -> Job:
+    """A Job carrying what resnet.step.make_step reads (the paper's CIFAR optimiser, Sec. 4.2)."""
+    recipe = CifarRecipe(model=model, dataset="cifar10", seed=0, batch_size=batch_size, lr=0.1, momentum=0.9,
+                         weight_decay=1e-4, iterations=1, milestones=(), lr_decay=0.1, bn_group=0, eval_every=1,
+                         log_every=1, warmup_lr=None, warmup_until_train_error=None, val_size=0, train_subset=0,
+                         test_subset=0)
+    engine = Engine(device=device, bf16=bf16, channels_last=channels_last, cuda_graphs=cuda_graphs, compile=compile,
+                    deterministic=False, checkpoint_every=1, workers=0)
+    data = Data(cifar10="", cifar10_download=False, imagenet="synthetic", imagenet_loader="auto",
+                cache=str(BENCH_DATA))
+    return Job(recipe=recipe, scale="bench", engine=engine, data=data,
+               tracking=Tracking(tracking_uri="", experiment="bench"), max_resubmits=0)
 
 
-def make_model_and_step(cfg: TrainConfig, device: torch.device, num_classes: int = 10):
-    """Model, optimiser and step exactly as resnet.train._train builds them."""
+def make_model_and_step(job: Job, device: torch.device, num_classes: int = 10):
+    """Model, optimiser and step exactly as resnet.train builds them."""
     from resnet.step import make_step
 
     torch.manual_seed(0)
-    model = build_model(cfg.model, num_classes=num_classes).to(device)
-    if cfg.channels_last:
+    recipe = job.recipe
+    model = build_model(recipe.model, num_classes=num_classes, bn_group=recipe.bn_group).to(device)
+    if job.engine.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return model, optimizer, make_step(model, optimizer, cfg, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+    return model, optimizer, make_step(model, optimizer, job, device)
 
 
 def plain_step(model, optimizer):

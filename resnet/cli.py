@@ -1,12 +1,18 @@
 """Command line: one command per cell, and the small tools around it.
 
-    python -m resnet train --config config.yaml --cell cifar-resnet-56/seed-0
+    python -m resnet train --config config.yaml --cell cifar-resnet-56/seed-0 [--set KEY=VALUE ...]
+    python -m resnet config --cell cifar-resnet-56/seed-0   # what that cell trains, as the workflow hands it
     python -m resnet plan --config config.yaml          # the cells of the configured plan
     python -m resnet synthetic-imagenet --out DIR       # the small synthetic ImageNet-layout set
     python -m resnet cost --config config.yaml          # projected device-hours of the plan
+    python -m resnet mlflow-sync --config config.yaml   # rebuild the MLflow store from the run folders
 
-Exit status: 0 done; 2 bad input (one line says what and how to fix it); 75 interrupted by a
-signal after writing a checkpoint (run the same command to resume).
+Exit status: 0 done; 1 the cell failed (diverged, or interrupted more often than
+resources.max_resubmits; metrics.json says why); 2 bad input (one line says what and how to fix
+it); 75 interrupted by a signal after writing a checkpoint (run the same command to resume).
+With --record-failure (the workflow's train jobs) a failure of any kind is recorded in
+metrics.json with status failed and the job exits 0: the tables say why, and the next workflow
+run retries the cell.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import traceback
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1  # the cell failed (diverged, or out of resubmissions); metrics.json says why
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: try again later
 
 
@@ -29,83 +36,118 @@ def _bad_input_errors() -> tuple[type[BaseException], ...]:
     return ConfigError, DataError, ModelNameError, CheckpointError
 
 
-def run_dir(config: dict, cell: str) -> Path:
+def run_dir(scale: str, cell: str) -> Path:
     """Where a cell's files live: results/runs/<scale>/<model>/seed-<n>."""
-    return Path("results") / "runs" / config["scale"] / cell
+    return Path("results") / "runs" / scale / cell
+
+
+def _config(args: argparse.Namespace):
+    """config.yaml with the --set KEY=VALUE overrides laid over, validated."""
+    from resnet.config import _read, load_config, with_overrides
+
+    sets = getattr(args, "set", None) or []
+    return load_config(with_overrides(_read(args.config), sets) if sets else args.config)
+
+
+def _job(args: argparse.Namespace):
+    """The job to train: from the workflow's --recipe/--settings JSON, or from config.yaml and --cell."""
+    from resnet.config import ConfigError
+    from resnet.job import job_from_parts, resolve_cell
+
+    if args.recipe or args.settings:
+        if not (args.recipe and args.settings):
+            raise ConfigError("give both --recipe and --settings (the workflow passes both), or --cell")
+        try:
+            job = job_from_parts(json.loads(args.recipe), json.loads(args.settings))
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--recipe / --settings: not JSON ({error})") from None
+        return job, Path(args.out) if args.out else run_dir(job.scale, job.cell)
+    if not args.cell:
+        raise ConfigError("give --cell MODEL/seed-N (e.g. cifar-resnet-56/seed-0), or --recipe and --settings")
+    job = resolve_cell(_config(args), args.cell)
+    return job, Path(args.out) if args.out else run_dir(job.scale, job.cell)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnet.config import TrainConfig, load_config, resolve_cell
-    from resnet.train import GaveUp, Interrupted, record_failure, train
+    from resnet.train import Diverged, GaveUp, Interrupted, record_failure, train
 
-    if args.train_config:
-        cfg = TrainConfig.from_dict(json.loads(args.train_config))
-        out = Path(args.out) if args.out else Path("results") / "runs" / cfg.scale / cfg.cell
-    else:
-        if not args.cell:
-            raise SystemExit("error: give --cell MODEL/seed-N (e.g. cifar-resnet-56/seed-0) or --train-config")
-        config = load_config(args.config)
-        cfg = resolve_cell(config, args.cell)
-        out = Path(args.out) if args.out else run_dir(config, cfg.cell)
+    job, out = _job(args)
     if args.launch:
-        _maybe_relaunch_distributed(cfg)
+        _maybe_relaunch_distributed(job)
     try:
-        metrics = train(cfg, out, quiet=args.quiet)
-    except GaveUp as stop:
+        metrics = train(job, out, quiet=args.quiet, retry_of=args.retry_of or None)
+    except (GaveUp, Diverged) as stop:
         print(f"failed: {stop}", file=sys.stderr)
-        return 0 if args.record_failure else EXIT_INTERRUPTED
+        return 0 if args.record_failure else EXIT_FAILED
     except Interrupted as stop:
         print(f"interrupted: {stop}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except _bad_input_errors():
-        raise
     except Exception as error:
+        bad_input = isinstance(error, _bad_input_errors())
         if not args.record_failure:
             raise
-        traceback.print_exc()
+        # Inside the workflow a failure is recorded and the job ends 0: the tables say why, the
+        # cell is not resubmitted (resources.max_resubmits is for interruptions only), and the
+        # next run of the workflow retries it. Bad input gets its one line, a crash its traceback.
+        if not bad_input:
+            traceback.print_exc()
         reason = f"{type(error).__name__}: {error}".splitlines()[0][:500]
-        record_failure(cfg, out, reason)
-        print(f"failed: {cfg.cell}: {reason} (recorded in {out / 'metrics.json'})", file=sys.stderr)
+        record_failure(job, out, reason, retry_of=args.retry_of or None)
+        print(f"failed: {job.cell}: {reason} (recorded in {out / 'metrics.json'})", file=sys.stderr)
         return 0
-    if not metrics:  # a torchrun process other than 0: process 0 reports
+    if metrics is None:  # a torchrun process other than 0: process 0 reports
         return 0
-    final = metrics.get("final", {})
-    shown = {k: round(v, 2) for k, v in final.items() if isinstance(v, float)}
-    print(f"{cfg.cell}: {metrics.get('status')} {shown} -> {out}")
+    shown = {k: round(v, 2) for k, v in metrics.final.items() if isinstance(v, float)}
+    print(f"{job.cell}: {metrics.status} {shown} -> {out}")
     return 0
 
 
-def _maybe_relaunch_distributed(cfg) -> None:
+def cmd_config(args: argparse.Namespace) -> int:
+    """One cell's resolved recipe and settings, as the workflow hands them to its train job."""
+    from resnet.job import resolve_cell
+
+    job = resolve_cell(_config(args), args.cell)
+    print(json.dumps({"cell": job.cell, "recipe": job.recipe.to_dict(), "recipe_digest": job.recipe.digest(),
+                      "settings": job.settings()}, indent=2))
+    return 0
+
+
+def _maybe_relaunch_distributed(job) -> None:
     """ImageNet on a machine (or allocation) with several GPUs: one process per GPU via torchrun.
 
-    The global batch stays cfg.batch_size (each of the W processes takes batch_size / W).
+    The global batch stays the recipe's batch_size (each of the W processes takes batch_size / W).
     """
     import os
     import shutil
 
     import torch
 
-    if cfg.dataset != "imagenet" or "WORLD_SIZE" in os.environ or not torch.cuda.is_available():
+    from resnet.config import ConfigError
+    from resnet.distributed import under_torchrun
+
+    batch = job.recipe.batch_size
+    if job.dataset != "imagenet" or under_torchrun() or not torch.cuda.is_available():
         return
     gpus = torch.cuda.device_count()
     if gpus < 2:
         return
-    if cfg.batch_size % gpus:
-        raise SystemExit(f"error: batch {cfg.batch_size} does not split over {gpus} GPUs: "
-                         f"set recipes.imagenet.batch_size to a multiple of {gpus}")
+    if batch % gpus or (job.recipe.bn_group and (batch // gpus) % job.recipe.bn_group):
+        raise ConfigError(f"recipes.imagenet.batch_size {batch} does not split over the {gpus} GPUs visible "
+                          f"(into groups of bn_group {job.recipe.bn_group}): use a multiple of {gpus}, or set "
+                          f"resources.imagenet.gpus to the GPUs the job gets")
     torchrun = shutil.which("torchrun") or "torchrun"
     argv = [a for a in sys.argv[1:] if a != "--launch"]
-    print(f"{cfg.cell}: {gpus} GPUs visible: relaunching under torchrun, {cfg.batch_size // gpus} images "
-          f"per GPU (global batch {cfg.batch_size})", file=sys.stderr, flush=True)
+    print(f"{job.cell}: {gpus} GPUs visible: relaunching under torchrun, {batch // gpus} images "
+          f"per GPU (global batch {batch})", file=sys.stderr, flush=True)
     os.execvp(torchrun, [torchrun, "--standalone", f"--nproc_per_node={gpus}", "-m", "resnet", *argv])
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from resnet.config import load_config, plan_cells
+    from resnet.config import plan_cells
 
-    config = load_config(args.config)
+    config = _config(args)
     for cell in plan_cells(config):
-        print(f"{cell.id}\t{cell.dataset}\t{run_dir(config, cell.id)}")
+        print(f"{cell.id}\t{cell.dataset}\t{run_dir(config.scale, cell.id)}")
     return 0
 
 
@@ -117,13 +159,31 @@ def cmd_synthetic_imagenet(args: argparse.Namespace) -> int:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    from resnet.config import load_config
     from resnet.cost import format_cost, plan_cost
 
-    config = load_config(args.config)
+    config = _config(args)
     costs, device = plan_cost(config, throughput=args.throughput, measure_iterations=args.measure_iterations)
     print(format_cost(config, costs, device))
     return 0
+
+
+def cmd_mlflow_sync(args: argparse.Namespace) -> int:
+    """Create or complete the MLflow run of every run folder of the scale (a lost or new store)."""
+    from resnet.tracking import sync_run_folders
+
+    config = _config(args)
+    runs = Path(args.runs) if args.runs else Path("results") / "runs" / config.scale
+    if not runs.is_dir():
+        print(f"error: no run folders at '{runs}': train some cells first, or give --runs", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    uri, experiment = config.mlflow.tracking_uri, config.mlflow.experiment
+    print(f"mirroring the run folders under {runs} to {uri} (experiment {experiment!r})", flush=True)
+    results = sync_run_folders(uri, experiment, runs, config.scale,
+                               echo=lambda line: print(line, flush=True))
+    missed = sorted(cell for cell, outcome in results.items() if outcome is None)
+    print(f"{len(results) - len(missed)} of {len(results)} finished cells mirrored"
+          + (f"; not mirrored: {', '.join(missed)} (see the warnings)" if missed else ""))
+    return EXIT_FAILED if missed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,17 +194,29 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train (or resume) one cell")
     train.add_argument("--config", default="config.yaml", help="the experiment's config.yaml")
     train.add_argument("--cell", help="MODEL/seed-N, e.g. cifar-resnet-56/seed-0")
-    train.add_argument("--train-config", help="a resolved training config as JSON (the workflow passes this)")
+    train.add_argument("--recipe", help="a cell's resolved recipe as JSON (the workflow passes this)")
+    train.add_argument("--settings", help="the engine, data, tracking settings as JSON (the workflow passes this)")
+    train.add_argument("--retry-of", help="the failure id of the failed run this one retries (the workflow passes it)")
     train.add_argument("--out", help="run folder (default results/runs/<scale>/<cell>)")
     train.add_argument("--record-failure", action="store_true",
                        help="on failure write metrics.json with status failed and exit 0 (the workflow uses this)")
     train.add_argument("--launch", action="store_true",
                        help="ImageNet with several GPUs visible: run one process per GPU under torchrun")
     train.add_argument("--quiet", action="store_true", help="no progress lines")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set recipes.cifar10.lr=0.05 (repeatable)")
     train.set_defaults(func=cmd_train)
+
+    show = commands.add_parser("config", help="print one cell's resolved recipe and settings as JSON")
+    show.add_argument("--config", default="config.yaml")
+    show.add_argument("--cell", required=True, help="MODEL/seed-N, e.g. cifar-resnet-56/seed-0")
+    show.add_argument("--set", action="append", metavar="KEY=VALUE",
+                      help="override a config key, e.g. --set scale=paper (repeatable)")
+    show.set_defaults(func=cmd_config)
 
     plan = commands.add_parser("plan", help="list the cells of the configured plan")
     plan.add_argument("--config", default="config.yaml")
+    plan.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     plan.set_defaults(func=cmd_plan)
 
     synthetic = commands.add_parser("synthetic-imagenet", help="write the synthetic ImageNet-layout set")
@@ -158,13 +230,43 @@ def build_parser() -> argparse.ArgumentParser:
                       help="timed training steps per model on this device (0: only --throughput rates)")
     cost.add_argument("--throughput", help="CSV with columns model,device,images_per_s (benchmarks/gpu.py writes one)")
     cost.set_defaults(func=cmd_cost)
+
+    sync = commands.add_parser("mlflow-sync", help="rebuild or complete the MLflow store from the run folders")
+    sync.add_argument("--config", default="config.yaml")
+    sync.add_argument("--set", action="append", metavar="KEY=VALUE",
+                      help="override a config key, e.g. --set mlflow.tracking_uri=http://host:5000 (repeatable)")
+    sync.add_argument("--runs", help="the scale's run folders (default results/runs/<scale>)")
+    sync.set_defaults(func=cmd_mlflow_sync)
     return parser
+
+
+def _unwritable(error: OSError) -> bool:
+    """A folder the user may not write to: bad input (fix the permissions or the path), not a crash."""
+    import errno
+
+    return isinstance(error, PermissionError) or error.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, so that a closed pipe is noticed inside the try
+        return code
     except _bad_input_errors() as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # The reader went away (`python -m resnet plan | head -3`): stop quietly, as a program killed by
+        # SIGPIPE would. stdout points at /dev/null so the interpreter's final flush cannot fail again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # 128 + SIGPIPE, the status a shell reports for such a pipeline stage
+    except OSError as error:
+        if not _unwritable(error):
+            raise
+        where = error.filename or "the results folder"
+        print(f"error: cannot write to {str(where)!r} ({error.strerror}): make it writable, or choose another "
+              f"folder with --out (train) or another working directory for results/", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -1,34 +1,160 @@
-"""The one path from config.yaml to a training run.
+"""config.yaml as typed, frozen sections: the one path from the file to the plan.
 
-    config.yaml --(JSON schema)--> validated dict --(plan_cells)--> the cells of the paper's tables
-                                                 --(resolve_cell)--> TrainConfig for one cell
+    config.yaml --load_config--> Config (the active scale preset laid over the paper's recipes)
+                --plan_cells---> the cells of the paper's tables
+                --resolve_cell (resnet.job)--> one cell's Job: its Recipe (the run's identity) and
+                                               the settings that may change without retraining
 
-The Snakefile and the command line both go through these functions, so a cell trained from the
-workflow and a cell trained by hand get the same recipe.
+config.yaml holds every default: each key below is required, so a key deleted by mistake is named
+at load time instead of failing inside a job. Every rule that spans keys (milestones inside the
+schedule, subsets inside the data set, crops inside the image) is checked here too.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from resnet.settings import NAME_PATTERN, ConfigError, check_name, parse, setting, to_plain
+
+__all__ = ["Cell", "Config", "ConfigError", "load_config", "plan_cells", "REFERENCE_BATCH", "CIFAR10_SIZES"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 # The batch each recipe's learning rate is stated for (He et al. 2015, Sec. 4.2 and Sec. 3.4).
 # When a scale preset changes the batch, the learning rate follows the linear scaling rule.
 REFERENCE_BATCH = {"cifar10": 128, "imagenet": 256}
+# CIFAR-10: 50,000 training and 10,000 test images (Krizhevsky 2009; Sec. 4.2 of the paper).
+CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
 
-CELL_PATTERN = re.compile(r"^(?P<model>[a-z0-9.\-]+)/seed-(?P<seed>\d+)$")
+# ----------------------------------------------------------------------------- sections
 
 
-class ConfigError(ValueError):
-    """A configuration problem, stated in one line that names the key and the fix."""
+@dataclass(frozen=True)
+class Data:
+    cifar10: str = setting("a torchvision CIFAR-10 folder (holding cifar-10-batches-py/), an ImageFolder tree "
+                           "with train/ and test/ class folders, or a .tar.gz of one")
+    cifar10_download: bool = setting("true: download torchvision's CIFAR-10 into data.cifar10 when it is missing")
+    imagenet: str = setting("an ILSVRC2012 folder with train/ and val/ class folders, or 'synthetic'")
+    imagenet_loader: str = setting("auto (DALI on CUDA when installed, else PIL) | dali | pil",
+                                   choices=("auto", "dali", "pil"))
+    cache: str = setting("folder for decoded CIFAR arrays and the synthetic ImageNet set")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    tracking_uri: str = setting("an MLflow tracking URI: sqlite:///results/mlflow.db or http://host:5000")
+    experiment: str = setting("the MLflow experiment name", pattern=NAME_PATTERN)
+
+
+@dataclass(frozen=True)
+class Plan:
+    cifar10: bool = setting("train the CIFAR-10 cells (Table 6, Figures 1, 6, 7)")
+    imagenet: bool = setting("train the ImageNet cells (Tables 2, 3, Figure 4)")
+    cifar_plain_depths: tuple[int, ...] = setting("plain CIFAR nets, depths 6n+2", min=8)
+    cifar_resnet_depths: tuple[int, ...] = setting("CIFAR ResNets, depths 6n+2", min=8)
+    cifar_seeds: tuple[int, ...] = setting("seeds of every CIFAR cell", min=0, min_items=1)
+    resnet110_seeds: tuple[int, ...] = setting("Table 6's ResNet-110 runs", min=0)
+    imagenet_models: tuple[str, ...] = setting("ImageNet models, e.g. resnet-34-b", pattern=NAME_PATTERN)
+    imagenet_seeds: tuple[int, ...] = setting("seeds of every ImageNet cell", min=0, min_items=1)
+
+
+@dataclass(frozen=True)
+class Warmup:
+    min_depth: int = setting("ResNets at least this deep warm up", min=8)
+    lr: float = setting("the warm-up learning rate (per reference batch)", above=0)
+    until_train_error: float = setting("percent; back to the base lr below this training error", above=0, max=100)
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    batch_size: int = setting("images per iteration (global)", min=1)
+    lr: float = setting("base learning rate per reference batch (128 CIFAR, 256 ImageNet)", above=0)
+    momentum: float = setting("SGD momentum", min=0, below=1)
+    weight_decay: float = setting("L2 weight decay", min=0)
+    iterations: int = setting("training iterations", min=1)
+    milestones: tuple[int, ...] = setting("iterations at which lr is multiplied by lr_decay", min=1)
+    lr_decay: float = setting("factor at each milestone", above=0, max=1)
+    bn_group: int = setting("images per batch-norm statistics group; 0: the whole per-process batch", min=0)
+    eval_every: int = setting("iterations between evaluations", min=1)
+    log_every: int = setting("iterations between curve rows", min=1)
+
+
+@dataclass(frozen=True)
+class CifarRecipeSettings(RecipeSettings):
+    warmup: Warmup | None = setting("Sec. 4.2's warm-up of ResNet-110 and deeper; null: none")
+    val_size: int = setting("training images held out for validation; 0: train on all 50,000", min=0)
+    train_subset: int = setting("0: every training image; n: a fixed, class-balanced subset of n", min=0)
+    test_subset: int = setting("0: all 10,000 test images; n: a fixed subset of n", min=0)
+
+
+@dataclass(frozen=True)
+class ImageNetRecipeSettings(RecipeSettings):
+    train_short_side: tuple[int, int] = setting("scale augmentation: shorter side uniform in [low, high]", min=8)
+    crop: int = setting("training and test crop, pixels", min=8)
+    test_short_side: int = setting("shorter side for centre-crop and 10-crop testing", min=8)
+
+
+@dataclass(frozen=True)
+class Recipes:
+    cifar10: CifarRecipeSettings
+    imagenet: ImageNetRecipeSettings
+
+
+@dataclass(frozen=True)
+class Engine:
+    device: str = setting("auto (CUDA when present, else CPU) | cpu | cuda", choices=("auto", "cpu", "cuda"))
+    bf16: bool = setting("CUDA only: train under bf16 autocast")
+    channels_last: bool = setting("channels_last memory format for convolutions")
+    cuda_graphs: bool = setting("CUDA only: CIFAR's whole training step as one CUDA graph")
+    compile: bool = setting("torch.compile the model")
+    deterministic: bool = setting("deterministic kernels")
+    checkpoint_every: int = setting("iterations between periodic checkpoints", min=1)
+    workers: int = setting("ImageNet input worker processes per training process", min=0)
+
+
+@dataclass(frozen=True)
+class JobResources:
+    gpus: int = setting("GPUs per job", min=0)
+    cpus: int = setting("CPU cores per job", min=1)
+    mem_mb: int = setting("memory per job, MB", min=1)
+    runtime_min: int = setting("a job's time limit, minutes (longer cells are resubmitted and resume)", min=1)
+
+
+@dataclass(frozen=True)
+class Resources:
+    cifar10: JobResources
+    imagenet: JobResources
+    max_resubmits: int = setting("how often an interrupted cell is resubmitted before it is marked failed", min=0)
+    cifar_cells_per_gpu: int = setting("one machine: CIFAR cells sharing one GPU (with --resources gpu_slots)",
+                                       min=1)
+    cifar_cells_per_job: int = setting("SLURM: CIFAR cells grouped into one GPU job", min=1)
+
+
+PRESET_SECTIONS = {"cifar10": ("recipes", "cifar10"), "imagenet": ("recipes", "imagenet"),
+                   "engine": ("engine",), "data": ("data",)}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated experiment, with the active scale preset already laid over."""
+
+    scale: str = setting("a preset name under 'scales'", pattern=NAME_PATTERN)
+    data: Data
+    mlflow: Tracking
+    plan: Plan
+    recipes: Recipes
+    engine: Engine
+    resources: Resources
+
+    def recipe(self, dataset: str) -> CifarRecipeSettings | ImageNetRecipeSettings:
+        return getattr(self.recipes, dataset)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
 
 
 @dataclass(frozen=True)
@@ -44,140 +170,32 @@ class Cell:
         return f"{self.model}/seed-{self.seed}"
 
 
-@dataclass
-class TrainConfig:
-    """Everything one training run needs, resolved from config.yaml for one cell."""
-
-    model: str
-    dataset: str  # cifar10 | imagenet
-    seed: int
-    scale: str
-    iterations: int
-    batch_size: int
-    lr: float  # effective lr for batch_size (linear scaling from the recipe's reference batch)
-    momentum: float
-    weight_decay: float
-    milestones: list[int]
-    lr_decay: float
-    eval_every: int
-    log_every: int
-    checkpoint_every: int
-    data_source: str
-    cache_dir: str
-    data_download: bool = False
-    warmup_lr: float | None = None  # None: no warm-up
-    warmup_until_train_error: float = 80.0  # percent
-    val_size: int = 5000
-    train_subset: int = 0
-    test_subset: int = 0
-    train_short_side: list[int] = field(default_factory=lambda: [256, 480])
-    crop: int = 224
-    test_short_side: int = 256
-    workers: int = 8
-    device: str = "auto"
-    bf16: bool = True
-    channels_last: bool = True
-    cuda_graphs: bool = True
-    compile: bool = False
-    deterministic: bool = False
-    tracking_uri: str = "sqlite:///results/mlflow.db"
-    experiment: str = "resnet-he2015"
-    max_resubmits: int = 20
-
-    @property
-    def cell(self) -> str:
-        return f"{self.model}/seed-{self.seed}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s) {unknown}; known: {sorted(names)}")
-        return cls(**values)
-
-
 # ----------------------------------------------------------------------------- loading
 
-def _schema() -> dict:
-    with open(SCHEMA_PATH) as handle:
-        return yaml.safe_load(handle)
+TOP_LEVEL = ("scale", "data", "mlflow", "plan", "recipes", "scales", "engine", "resources")
 
 
-def _key_path(error) -> str:
-    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
+def load_config(source: str | Path | dict) -> Config:
+    """Read config.yaml (or take an already-read dict), lay the active scale over it, validate it all."""
+    raw = _read(source) if not isinstance(source, dict) else copy.deepcopy(source)
+    unknown = sorted(set(raw) - set(TOP_LEVEL), key=str)
+    if unknown:
+        raise ConfigError(f"config key '{unknown[0]}': unknown key (accepted keys: {', '.join(TOP_LEVEL)})")
+    for key in TOP_LEVEL:
+        if key not in raw:
+            raise ConfigError(f"config key '{key}': missing (config.yaml in the repository has it)")
+    scales = raw["scales"]
+    if not isinstance(scales, dict) or not scales:
+        raise ConfigError("config key 'scales': expected a mapping of scale presets (smoke, paper, ...)")
+    scale = check_name(raw["scale"], "scale")
+    if scale not in scales:
+        raise ConfigError(f"config key 'scale': unknown scale '{scale}'; accepted: {', '.join(sorted(scales))} "
+                          f"(or add a preset under 'scales')")
+    configs = {name: _with_preset(raw, name) for name in scales}  # every preset must be valid, not only this one
+    return configs[scale]
 
 
-def validate(config: dict) -> dict:
-    """Validate against the JSON schema and the checks a schema cannot express; fill defaults."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(_schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        error = errors[0]
-        hint = error.schema.get("description", "")
-        if error.validator == "additionalProperties":
-            allowed = sorted(error.schema.get("properties", {}))
-            hint = f"accepted keys: {', '.join(allowed)}" if allowed else hint
-        elif error.validator == "enum":
-            hint = f"accepted: {error.validator_value}"
-        raise ConfigError(
-            f"config key '{_key_path(error)}': {error.message}" + (f" ({hint})" if hint else "")
-        )
-    config = copy.deepcopy(config)
-    _fill_defaults(config, _schema())
-    _check_semantics(config)
-    return config
-
-
-def _fill_defaults(config: dict, schema: dict) -> None:
-    for section in ("data", "plan", "engine", "resources"):
-        props = schema["properties"][section].get("properties", {})
-        target = config.setdefault(section, {})
-        for key, spec in props.items():
-            if "default" in spec and key not in target:
-                target[key] = copy.deepcopy(spec["default"])
-
-
-def _check_semantics(config: dict) -> None:
-    from resnet.models import ModelNameError, parse_model_name
-
-    scales = config["scales"]
-    if config["scale"] not in scales:
-        raise ConfigError(
-            f"config key 'scale': unknown scale '{config['scale']}'; "
-            f"accepted: {', '.join(sorted(scales))} (or add a preset under 'scales')"
-        )
-    plan = config["plan"]
-    names = [f"cifar-plain-{d}" for d in plan["cifar_plain_depths"]]
-    names += [f"cifar-resnet-{d}" for d in plan["cifar_resnet_depths"]]
-    for key, name in [("plan.cifar_plain_depths / plan.cifar_resnet_depths", n) for n in names] + [
-        ("plan.imagenet_models", n) for n in plan["imagenet_models"]
-    ]:
-        try:
-            spec = parse_model_name(name)
-        except ModelNameError as error:
-            raise ConfigError(f"config key '{key}': {error}") from None
-        expected = "imagenet" if key == "plan.imagenet_models" else "cifar10"
-        if spec.dataset != expected:
-            raise ConfigError(
-                f"config key '{key}': '{name}' is a {spec.dataset} model; "
-                f"list CIFAR depths under plan.cifar_*_depths and ImageNet models under plan.imagenet_models"
-            )
-    for dataset in ("cifar10", "imagenet"):
-        recipe = recipe_for(config, dataset)
-        if sorted(recipe["milestones"]) != list(recipe["milestones"]):
-            raise ConfigError(f"config key 'recipes.{dataset}.milestones' (scale {config['scale']}): must be increasing")
-
-
-def load_config(source: str | Path | dict) -> dict:
-    """Read config.yaml (or take an already-read dict) and validate it."""
-    if isinstance(source, dict):
-        return validate(source)
+def _read(source: str | Path) -> dict:
     path = Path(source)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found: pass --config with the path to config.yaml")
@@ -188,23 +206,137 @@ def load_config(source: str | Path | dict) -> dict:
         raise ConfigError(f"config file '{path}' is not valid YAML: {error}".replace("\n", " ")) from None
     if not isinstance(config, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys (see config.yaml in the repository)")
-    return validate(config)
+    return config
 
 
-# ----------------------------------------------------------------------------- the plan
 
-def recipe_for(config: dict, dataset: str) -> dict:
-    """The paper's recipe for a dataset with the active scale preset laid over it."""
-    recipe = copy.deepcopy(config["recipes"][dataset])
-    recipe.update(copy.deepcopy(config["scales"][config["scale"]].get(dataset, {})))
-    return recipe
+def _with_preset(raw: dict, name: str) -> Config:
+    """The config as scale ``name`` sees it: its preset's keys laid over the base sections."""
+    preset = raw["scales"][name]
+    if preset is None:
+        preset = {}
+    if not isinstance(preset, dict):
+        raise ConfigError(f"config key 'scales.{name}': expected a mapping of {', '.join(PRESET_SECTIONS)}")
+    check_name(name, f"scales.{name}")  # the name becomes a folder: results/runs/<scale>/
+    merged = copy.deepcopy({key: raw[key] for key in TOP_LEVEL if key != "scales"})
+    merged["scale"] = name
+    for section, overrides in preset.items():
+        if section not in PRESET_SECTIONS:
+            raise ConfigError(f"config key 'scales.{name}.{section}': unknown key "
+                              f"(a preset overrides: {', '.join(PRESET_SECTIONS)})")
+        path = PRESET_SECTIONS[section]
+        target = merged
+        for part in path:
+            if not isinstance(target.get(part), dict):
+                raise ConfigError(f"config key '{'.'.join(path)}': expected a mapping")
+            target = target[part]
+        cls = {"cifar10": CifarRecipeSettings, "imagenet": ImageNetRecipeSettings, "engine": Engine,
+               "data": Data}[section]
+        parse(cls, overrides, f"scales.{name}.{section}", partial=True)  # bad preset values named where they are
+        target.update(copy.deepcopy(overrides))
+    config = parse(Config, merged, "")
+    _check_rules(config, preset)
+    return config
 
 
-def plan_cells(config: dict) -> list[Cell]:
+def _where(preset: dict, scale: str, section: str, key: str) -> str:
+    """The key to name in an error: the preset's, where the preset sets it, else the base one."""
+    if key in (preset.get(section) or {}):
+        return f"scales.{scale}.{section}.{key}"
+    return ".".join((*PRESET_SECTIONS.get(section, (section,)), key))
+
+
+def _check_rules(config: Config, preset: dict) -> None:
+    """The rules that span keys: what would otherwise fail (or do nothing) inside a job."""
+    from resnet.names import ModelNameError, parse_model_name
+
+    def fail(section: str, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"config key '{_where(preset, config.scale, section, key)}' (scale {config.scale}): "
+                           f"{problem}")
+
+    for dataset in ("cifar10", "imagenet"):
+        recipe = config.recipe(dataset)
+        milestones = list(recipe.milestones)
+        if milestones != sorted(set(milestones)):
+            raise fail(dataset, "milestones", f"must be increasing, got {milestones}")
+        if milestones and milestones[-1] >= recipe.iterations:
+            raise fail(dataset, "milestones", f"milestone {milestones[-1]} is not before the end of training "
+                       f"(iterations {recipe.iterations}): lower it or raise iterations")
+        per_process = recipe.batch_size
+        gpus = config.resources.imagenet.gpus
+        if dataset == "imagenet" and gpus > 1:
+            if recipe.batch_size % gpus:
+                raise fail(dataset, "batch_size", f"{recipe.batch_size} does not split over resources.imagenet.gpus"
+                           f"={gpus}: use a multiple of {gpus}")
+            per_process = recipe.batch_size // gpus
+        if recipe.bn_group and (per_process % recipe.bn_group):
+            raise fail(dataset, "bn_group", f"{recipe.bn_group} does not divide the per-process batch of "
+                       f"{per_process}: use a divisor of it, or 0 for the whole batch")
+    cifar = config.recipes.cifar10
+    if cifar.val_size >= CIFAR10_SIZES["train"]:
+        raise fail("cifar10", "val_size", f"{cifar.val_size} leaves no training images out of "
+                   f"{CIFAR10_SIZES['train']:,}: use 5000 (the paper's 45k/5k split) or 0")
+    if cifar.train_subset > CIFAR10_SIZES["train"] - cifar.val_size:
+        raise fail("cifar10", "train_subset", f"{cifar.train_subset} is more than the "
+                   f"{CIFAR10_SIZES['train'] - cifar.val_size:,} training images left after val_size "
+                   f"{cifar.val_size}: lower it, or 0 for all")
+    if cifar.train_subset and cifar.train_subset < cifar.batch_size:
+        raise fail("cifar10", "train_subset", f"{cifar.train_subset} is smaller than one batch "
+                   f"({cifar.batch_size}): raise it, or 0 for all")
+    if cifar.test_subset > CIFAR10_SIZES["test"]:
+        raise fail("cifar10", "test_subset", f"{cifar.test_subset} is more than the "
+                   f"{CIFAR10_SIZES['test']:,} test images: lower it, or 0 for all")
+    imagenet = config.recipes.imagenet
+    low, high = imagenet.train_short_side
+    if low > high:
+        raise fail("imagenet", "train_short_side", f"[{low}, {high}] is not a range: put the smaller side first")
+    if imagenet.crop > low:
+        raise fail("imagenet", "crop", f"{imagenet.crop} is larger than the smallest training shorter side "
+                   f"{low} (train_short_side): lower crop or raise train_short_side")
+    if imagenet.crop > imagenet.test_short_side:
+        raise fail("imagenet", "crop", f"{imagenet.crop} is larger than test_short_side {imagenet.test_short_side}:"
+                   f" lower crop or raise test_short_side")
+    plan = config.plan
+    names = [("plan.cifar_plain_depths", f"cifar-plain-{d}", "cifar10") for d in plan.cifar_plain_depths]
+    names += [("plan.cifar_resnet_depths", f"cifar-resnet-{d}", "cifar10") for d in plan.cifar_resnet_depths]
+    names += [("plan.imagenet_models", name, "imagenet") for name in plan.imagenet_models]
+    for key, name, expected in names:
+        try:
+            spec = parse_model_name(name)
+        except ModelNameError as error:
+            raise ConfigError(f"config key '{key}': {error}") from None
+        if spec.dataset != expected:
+            raise ConfigError(f"config key '{key}': '{name}' is a {spec.dataset} model; list CIFAR depths under "
+                              f"plan.cifar_*_depths and ImageNet models under plan.imagenet_models")
+
+
+# ----------------------------------------------------------------------------- overrides and the plan
+
+def with_overrides(raw: dict, assignments: list[str]) -> dict:
+    """``KEY=VALUE`` assignments (dotted keys, YAML values) laid over a raw config dict."""
+    raw = copy.deepcopy(raw)
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set '{assignment}': expected KEY=VALUE, e.g. recipes.cifar10.lr=0.05")
+        target = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(target.get(part), dict):
+                raise ConfigError(f"--set '{assignment}': config key '{key}' does not exist (no section '{part}')")
+            target = target[part]
+        try:
+            target[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set '{assignment}': '{text}' is not a YAML value") from None
+    return raw
+
+
+def plan_cells(config: Config) -> list[Cell]:
     """Every cell the configured plan trains, each once (artefacts share cells)."""
-    from resnet.models import canonical_name
+    from resnet.names import canonical_name
 
-    plan = config["plan"]
+    plan = config.plan
     cells: dict[str, Cell] = {}
 
     def add(model: str, seeds, dataset: str) -> None:
@@ -212,70 +344,19 @@ def plan_cells(config: dict) -> list[Cell]:
             cell = Cell(canonical_name(model), int(seed), dataset)
             cells.setdefault(cell.id, cell)
 
-    if plan["cifar10"]:
-        for depth in plan["cifar_plain_depths"]:
-            add(f"cifar-plain-{depth}", plan["cifar_seeds"], "cifar10")
-        for depth in plan["cifar_resnet_depths"]:
-            add(f"cifar-resnet-{depth}", plan["cifar_seeds"], "cifar10")
-        if 110 in plan["cifar_resnet_depths"]:
-            add("cifar-resnet-110", plan["resnet110_seeds"], "cifar10")
-    if plan["imagenet"]:
-        for model in plan["imagenet_models"]:
-            add(model, plan["imagenet_seeds"], "imagenet")
+    if plan.cifar10:
+        for depth in plan.cifar_plain_depths:
+            add(f"cifar-plain-{depth}", plan.cifar_seeds, "cifar10")
+        for depth in plan.cifar_resnet_depths:
+            add(f"cifar-resnet-{depth}", plan.cifar_seeds, "cifar10")
+        if 110 in plan.cifar_resnet_depths:
+            add("cifar-resnet-110", plan.resnet110_seeds, "cifar10")
+    if plan.imagenet:
+        for model in plan.imagenet_models:
+            add(model, plan.imagenet_seeds, "imagenet")
     return list(cells.values())
 
 
-def parse_cell(cell_id: str) -> tuple[str, int]:
-    match = CELL_PATTERN.match(cell_id)
-    if not match:
-        raise ConfigError(f"cell '{cell_id}' is not of the form MODEL/seed-N, e.g. cifar-resnet-56/seed-0")
-    return match["model"], int(match["seed"])
-
-
-def resolve_cell(config: dict, cell_id: str) -> TrainConfig:
-    """The TrainConfig of one cell: recipe + scale preset + engine + data + tracking settings."""
-    from resnet.models import ModelNameError, canonical_name, parse_model_name
-
-    model, seed = parse_cell(cell_id)
-    try:
-        spec = parse_model_name(model)
-    except ModelNameError as error:
-        raise ConfigError(f"cell '{cell_id}': {error}") from None
-    dataset = spec.dataset
-    recipe = recipe_for(config, dataset)
-    lr = recipe["lr"] * recipe["batch_size"] / REFERENCE_BATCH[dataset]
-    values: dict[str, Any] = dict(
-        model=canonical_name(model),
-        dataset=dataset,
-        seed=seed,
-        scale=config["scale"],
-        iterations=recipe["iterations"],
-        batch_size=recipe["batch_size"],
-        lr=lr,
-        momentum=recipe["momentum"],
-        weight_decay=recipe["weight_decay"],
-        milestones=list(recipe["milestones"]),
-        lr_decay=recipe["lr_decay"],
-        eval_every=recipe["eval_every"],
-        log_every=recipe["log_every"],
-        checkpoint_every=recipe["checkpoint_every"],
-        data_source=config["data"][dataset],
-        data_download=bool(config["data"].get("cifar10_download", False)) if dataset == "cifar10" else False,
-        cache_dir=config["data"]["cache"],
-        tracking_uri=config["mlflow"]["tracking_uri"],
-        experiment=config["mlflow"]["experiment"],
-        max_resubmits=config["resources"].get("max_resubmits", 20),
-        **{key: config["engine"][key] for key in ("device", "bf16", "channels_last", "cuda_graphs", "compile", "deterministic")},
-    )
-    if dataset == "cifar10":
-        warmup = recipe.get("warmup")
-        if warmup and spec.family == "resnet" and spec.depth >= warmup["min_depth"]:
-            # Sec. 4.2: ResNet-110 starts at lr 0.01 until training error < 80%, then goes back to 0.1.
-            values["warmup_lr"] = warmup["lr"] * recipe["batch_size"] / REFERENCE_BATCH[dataset]
-            values["warmup_until_train_error"] = warmup["until_train_error"]
-        for key in ("val_size", "train_subset", "test_subset"):
-            values[key] = recipe[key]
-    else:
-        for key in ("train_short_side", "crop", "test_short_side", "workers"):
-            values[key] = recipe[key]
-    return TrainConfig(**values)
+def replaced(config: Config, **sections: Any) -> Config:
+    """A copy of ``config`` with whole sections replaced (tests and benchmarks)."""
+    return replace(config, **sections)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from resnet.config import ConfigError, TrainConfig, plan_cells, resolve_cell
+from resnet.config import Config, ConfigError, plan_cells
+from resnet.job import Job, resolve_cell
 
 WARMUP_STEPS = 1  # untimed; with CUDA graphs the step's eager warm-up steps and the capture
 MAX_MEASURE_SECONDS = 3.0  # stop timing a model after this long even if fewer iterations ran
@@ -42,24 +43,26 @@ class CellCost:
         return self.iterations * self.batch_size / self.images_per_s / 3600
 
 
-def image_size(cfg: TrainConfig) -> int:
-    return 32 if cfg.dataset == "cifar10" else cfg.crop
+def image_size(job: Job) -> int:
+    return 32 if job.dataset == "cifar10" else job.recipe.crop
 
 
-def measure_images_per_s(cfg: TrainConfig, device: torch.device, iterations: int = 3) -> float:
+def measure_images_per_s(job: Job, device: torch.device, iterations: int = 3) -> float:
     """Images/s of the project's training step on random data at the cell's batch and image size."""
     from resnet.models import build_model
     from resnet.step import WARMUP_STEPS as GRAPH_WARMUP, make_step
 
     torch.manual_seed(0)
-    size, classes = image_size(cfg), 10 if cfg.dataset == "cifar10" else 1000
-    model = build_model(cfg.model, num_classes=classes).to(device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    recipe = job.recipe
+    size, classes = image_size(job), 10 if job.dataset == "cifar10" else 1000
+    model = build_model(recipe.model, num_classes=classes, bn_group=recipe.bn_group).to(device)
+    memory_format = torch.channels_last if job.engine.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    step = make_step(model, optimizer, cfg, device)
-    images = torch.randn(cfg.batch_size, 3, size, size, device=device).contiguous(memory_format=memory_format)
-    labels = torch.randint(0, classes, (cfg.batch_size,), device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+    step = make_step(model, optimizer, job, device)
+    images = torch.randn(recipe.batch_size, 3, size, size, device=device).contiguous(memory_format=memory_format)
+    labels = torch.randint(0, classes, (recipe.batch_size,), device=device)
     for _ in range(GRAPH_WARMUP + 1 if step.graphs else WARMUP_STEPS):  # + 1: the capture
         step(images, labels)
     _synchronize(device)
@@ -70,7 +73,7 @@ def measure_images_per_s(cfg: TrainConfig, device: torch.device, iterations: int
         if time.perf_counter() - started > MAX_MEASURE_SECONDS:
             break
     _synchronize(device)
-    return done * cfg.batch_size / (time.perf_counter() - started)
+    return done * recipe.batch_size / (time.perf_counter() - started)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -98,7 +101,7 @@ def read_throughput(path: str | Path, device: torch.device) -> dict[str, float]:
     return rates
 
 
-def plan_cost(config: dict, throughput: str | Path | None = None, measure_iterations: int = 2,
+def plan_cost(config: Config, throughput: str | Path | None = None, measure_iterations: int = 2,
               device: torch.device | None = None) -> tuple[list[CellCost], torch.device]:
     """The cost of every cell of the plan, and the device it is for.
 
@@ -107,30 +110,32 @@ def plan_cost(config: dict, throughput: str | Path | None = None, measure_iterat
     """
     from resnet.train import pick_device
 
-    device = device or pick_device(config["engine"]["device"])
+    device = device or pick_device(config.engine.device)
     listed = read_throughput(throughput, device) if throughput else {}
     measured: dict[tuple, float] = {}
     costs = []
     for cell in plan_cells(config):
-        cfg = resolve_cell(config, cell.id)
-        if cfg.model in listed:
-            rate, source = listed[cfg.model], str(throughput)
+        job = resolve_cell(config, cell.id)
+        recipe = job.recipe
+        if recipe.model in listed:
+            rate, source = listed[recipe.model], str(throughput)
         else:
             if measure_iterations <= 0:
-                raise ConfigError(f"no rate for {cfg.model} on {device.type} in '{throughput}' and measuring is off "
+                raise ConfigError(f"no rate for {recipe.model} on {device.type} in '{throughput}' and measuring is off "
                                   "(--measure-iterations 0): add a row or let it measure")
-            key = (cfg.model, cfg.batch_size, image_size(cfg))
+            key = (recipe.model, recipe.batch_size, image_size(job))
             if key not in measured:
                 started = time.perf_counter()
-                measured[key] = measure_images_per_s(cfg, device, measure_iterations)
-                print(f"measured {cfg.model} at batch {cfg.batch_size}, {image_size(cfg)}px: {measured[key]:,.1f} "
+                measured[key] = measure_images_per_s(job, device, measure_iterations)
+                print(f"measured {recipe.model} at batch {recipe.batch_size}, {image_size(job)}px: {measured[key]:,.1f} "
                       f"images/s ({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
             rate, source = measured[key], "measured"
-        costs.append(CellCost(cell.id, cfg.model, cfg.iterations, cfg.batch_size, image_size(cfg), rate, source))
+        costs.append(CellCost(cell.id, recipe.model, recipe.iterations, recipe.batch_size, image_size(job), rate,
+                              source))
     return costs, device
 
 
-def format_cost(config: dict, costs: list[CellCost], device: torch.device) -> str:
+def format_cost(config: Config, costs: list[CellCost], device: torch.device) -> str:
     from resnet.runfiles import device_name
 
     header = ["cell", "iterations", "batch", "image", "images/s", "device-hours", "rate from"]

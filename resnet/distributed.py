@@ -11,10 +11,28 @@ import torch
 import torch.distributed as torch_dist
 
 
+def rank() -> int:
+    """This process's rank under torchrun (0 alone). The one place that reads it."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    """The GPU index on this node."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def under_torchrun() -> bool:
+    return "WORLD_SIZE" in os.environ
+
+
 class Distributed:
     def __init__(self) -> None:
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+        self.world_size = world_size()
+        self.rank = rank()
         self.enabled = self.world_size > 1
         self.device = torch.device("cpu")
 
@@ -25,7 +43,7 @@ class Distributed:
     def __enter__(self) -> "Distributed":
         if self.enabled:
             if torch.cuda.is_available():
-                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+                self.device = torch.device("cuda", local_rank())
                 torch.cuda.set_device(self.device)
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             torch_dist.init_process_group(backend=backend)

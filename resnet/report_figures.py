@@ -108,8 +108,8 @@ def _column_label(column: str) -> str:
 # ----------------------------------------------------------------------------- saving
 
 def _scale_note(fig, config: dict) -> None:
-    if config["scale"] != "paper":
-        fig.suptitle(f"scale: {config['scale']} (not comparable to the paper)", fontsize=9, color="0.3")
+    if config.scale != "paper":
+        fig.suptitle(f"scale: {config.scale} (not comparable to the paper)", fontsize=9, color="0.3")
 
 
 def _save(fig, out_png: Path) -> dict:
@@ -141,16 +141,16 @@ def _subplots(columns: int, rows: int = 1, panel_width: float = PANEL_SIZE[0], s
     return fig, list(axes.flat)
 
 
-def _load(config: dict, results_dir: Path):
+def _load(config: dict, metrics_files: list[Path]):
     config = normalised_config(config)
-    return config, collect(config, results_dir)
+    return config, collect(config, metrics_files)
 
 
 # ----------------------------------------------------------------------------- the figures
 
-def write_figure1(config: dict, results_dir: Path, out_png: Path) -> dict:
+def write_figure1(config: dict, metrics_files: list[Path], out_png: Path) -> dict:
     """Figure 1: CIFAR-10 plain-20/56, training error (left) and test error (right)."""
-    config, cells = _load(config, results_dir)
+    config, cells = _load(config, metrics_files)
     panels = paper.FIGURES["figure-1"]
     fig, axes = _subplots(2, sharex=True)
     colours = _palette(panels["left"] + panels["right"])
@@ -162,9 +162,9 @@ def write_figure1(config: dict, results_dir: Path, out_png: Path) -> dict:
     return _save(fig, out_png)
 
 
-def write_figure4(config: dict, results_dir: Path, out_png: Path) -> dict:
+def write_figure4(config: dict, metrics_files: list[Path], out_png: Path) -> dict:
     """Figure 4: ImageNet, left plain-18/34, right ResNet-18/34; thin train, bold centre-crop val."""
-    config, cells = _load(config, results_dir)
+    config, cells = _load(config, metrics_files)
     panels = paper.FIGURES["figure-4"]
     fig, axes = _subplots(2, sharex=True)
     styles = {"train_error": {"linewidth": 0.8}, "val_error": {"linewidth": 2.2}}
@@ -175,9 +175,9 @@ def write_figure4(config: dict, results_dir: Path, out_png: Path) -> dict:
     return _save(fig, out_png)
 
 
-def write_figure6(config: dict, results_dir: Path, out_png: Path) -> dict:
+def write_figure6(config: dict, metrics_files: list[Path], out_png: Path) -> dict:
     """Figure 6: CIFAR-10 plain (left), ResNets (middle), 110/1202 (right); dashed train, bold test."""
-    config, cells = _load(config, results_dir)
+    config, cells = _load(config, metrics_files)
     panels = paper.FIGURES["figure-6"]
     fig, axes = _subplots(3)
     styles = {"train_error": {"linewidth": 0.9, "linestyle": "--"}, "test_error": {"linewidth": 2.0}}
@@ -188,9 +188,9 @@ def write_figure6(config: dict, results_dir: Path, out_png: Path) -> dict:
     return _save(fig, out_png)
 
 
-def write_figure7(config: dict, results_dir: Path, out_png: Path) -> dict:
+def write_figure7(config: dict, metrics_files: list[Path], out_png: Path) -> dict:
     """Figure 7: std of each 3x3 layer's response; top in layer order, bottom sorted descending."""
-    config, cells = _load(config, results_dir)
+    config, cells = _load(config, metrics_files)
     panels = paper.FIGURES["figure-7"]
     fig, axes = _subplots(1, rows=2, panel_width=7.0)
     colours = _palette(panels["top"] + panels["bottom"])

@@ -19,6 +19,7 @@ Outputs hold no timestamps, so the same run folders give byte-identical tables.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import statistics
@@ -30,7 +31,9 @@ from typing import Any
 import pandas as pd
 
 from resnet import paper, runfiles
-from resnet.config import load_config, plan_cells
+from resnet.config import Cell, Config, load_config
+from resnet.job import parse_cell
+from resnet.records import Metrics, RecordError
 from resnet.measure import count_parameters, table1_rows
 from resnet.models import build_model
 from resnet.names import parse_model_name
@@ -58,22 +61,33 @@ class CellResult:
         return self.metrics.get("final") or {}
 
 
-def normalised_config(config: dict) -> dict:
-    """The validated config with defaults filled (Snakemake hands over the raw mapping)."""
-    return load_config(dict(config))
+def normalised_config(config) -> Config:
+    """The validated, typed config (Snakemake hands over the raw mapping)."""
+    return config if isinstance(config, Config) else load_config(dict(config))
 
 
-def collect(config: dict, results_dir: Path) -> dict[str, CellResult]:
-    """Every cell of the configured plan, keyed by cell id, read from results_dir/runs/<scale>/."""
-    config = normalised_config(config)
-    root = Path(results_dir) / "runs" / config["scale"]
-    return {cell.id: _read_cell(cell, root / cell.id) for cell in plan_cells(config)}
+def collect(config, metrics_files: list[Path]) -> dict[str, CellResult]:
+    """The cells whose metrics.json files are given (the rule's inputs), keyed by cell id.
+
+    A cell's id and dataset come from its folder, results/runs/<scale>/<model>/seed-<n>/; a file
+    that does not exist yet gives a "not run" row.
+    """
+    cells = {}
+    for file in map(Path, metrics_files):
+        model, seed = parse_cell(f"{file.parent.parent.name}/{file.parent.name}")
+        cell = Cell(model, seed, parse_model_name(model).dataset)
+        cells[cell.id] = _read_cell(cell, file.parent)
+    return cells
 
 
 def _read_cell(cell, folder: Path) -> CellResult:
     result = CellResult(cell.id, cell.model, cell.seed, cell.dataset, NOT_RUN)
     result.curve = _read_curve(folder / "curve.csv")
-    metrics = runfiles.read_json(folder / "metrics.json")
+    try:
+        metrics = Metrics.read(folder / "metrics.json")
+    except RecordError as error:
+        result.status, result.reason = FAILED, str(error)
+        return result
     if metrics is None:
         if result.curve is not None and len(result.curve):
             last = int(result.curve["iteration"].iloc[-1])
@@ -81,23 +95,29 @@ def _read_cell(cell, folder: Path) -> CellResult:
         else:
             result.reason = "no metrics.json yet"
         return result
-    result.metrics = metrics
-    status = metrics.get("status")
-    if status == DONE:
+    result.metrics = dataclasses.asdict(metrics)
+    if metrics.done:
         result.status = DONE
     else:
         result.status = FAILED
-        result.reason = metrics.get("reason") or f"metrics.json has status {status!r}"
+        result.reason = metrics.reason or f"metrics.json has status {metrics.status!r}"
     return result
 
 
 def _read_curve(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
+    """curve.csv as floats; an empty field ("not evaluated") is NaN, the pandas way of missing.
+
+    A measured non-finite loss is not missing: the ``diverged`` column is True on the rows whose
+    train_loss was written as nan/inf (runfiles.write_curve), so "diverged" stays apart from "not
+    evaluated" although both are NaN in a float column.
+    """
+    rows = runfiles.read_curve(path)
+    if rows is None:
         return None
-    try:
-        return pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError):
-        return None
+    frame = pd.DataFrame.from_records(rows, columns=None if rows else runfiles.CURVE_COLUMNS).astype(float)
+    frame["diverged"] = [row.get("train_loss") is not None and not math.isfinite(row["train_loss"])
+                         for row in rows]
+    return frame
 
 
 def cells_of(cells: dict[str, CellResult], model: str) -> list[CellResult]:
@@ -308,7 +328,7 @@ FRAMES = {"table2": table2_frame, "table3": table3_frame, "table6": table6_frame
 
 def scale_header(config: dict, title: str) -> str:
     """The Markdown heading of a table, with the scale and, off paper scale, a loud warning."""
-    scale = config["scale"]
+    scale = config.scale
     text = f"# {title}\n\nScale: `{scale}`.\n"
     if scale != "paper":
         text += (f"\n> **Not comparable to the paper:** these numbers were made at scale `{scale}` "
@@ -317,26 +337,26 @@ def scale_header(config: dict, title: str) -> str:
     return text
 
 
-def _write_table(name: str, config: dict, results_dir: Path, out_csv: Path) -> pd.DataFrame:
+def _write_table(name: str, config: dict, metrics_files: list[Path], out_csv: Path) -> pd.DataFrame:
     config = normalised_config(config)
-    frame = FRAMES[name](config, collect(config, results_dir))
+    frame = FRAMES[name](config, collect(config, metrics_files))
     _write(frame, Path(out_csv), scale_header(config, TITLES[name]) + "\n" + NOTES[name] + "\n")
     return frame
 
 
-def write_table2(config: dict, results_dir: Path, out_csv: Path) -> pd.DataFrame:
+def write_table2(config: dict, metrics_files: list[Path], out_csv: Path) -> pd.DataFrame:
     """Table 2 as CSV, and table2.md beside it."""
-    return _write_table("table2", config, results_dir, out_csv)
+    return _write_table("table2", config, metrics_files, out_csv)
 
 
-def write_table3(config: dict, results_dir: Path, out_csv: Path) -> pd.DataFrame:
+def write_table3(config: dict, metrics_files: list[Path], out_csv: Path) -> pd.DataFrame:
     """Table 3 as CSV, and table3.md beside it."""
-    return _write_table("table3", config, results_dir, out_csv)
+    return _write_table("table3", config, metrics_files, out_csv)
 
 
-def write_table6(config: dict, results_dir: Path, out_csv: Path) -> pd.DataFrame:
+def write_table6(config: dict, metrics_files: list[Path], out_csv: Path) -> pd.DataFrame:
     """Table 6 as CSV, and table6.md beside it."""
-    return _write_table("table6", config, results_dir, out_csv)
+    return _write_table("table6", config, metrics_files, out_csv)
 
 
 def _write(frame: pd.DataFrame, out_csv: Path, header: str) -> None:
@@ -356,6 +376,9 @@ def markdown(frame: pd.DataFrame) -> str:
 
 
 def _cell_text(value: Any) -> str:
+    # Kept by hand on purpose: this is the paper's number style (errors to 2 decimals, like its
+    # tables; small values to 4; counts with thousands separators), not table layout, which
+    # tabulate does above. tabulate's own number formats apply one format per column.
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):

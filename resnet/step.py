@@ -183,8 +183,8 @@ class CudaGraph:
         self.graph.replay()
 
 
-def make_step(model, optimizer, cfg, device: torch.device, single_process: bool = True) -> TrainStep:
-    """The step training uses for ``cfg`` on ``device``.
+def make_step(model, optimizer, job, device: torch.device, single_process: bool = True) -> TrainStep:
+    """The step training uses for ``job`` (a resnet.job.Job) on ``device``.
 
     CUDA graphs for CIFAR cells in one process (``engine.cuda_graphs``): ImageNet nets keep a GPU
     busy with their own kernels, and a DistributedDataParallel step's all-reduce would have to be
@@ -192,10 +192,11 @@ def make_step(model, optimizer, cfg, device: torch.device, single_process: bool 
     (``torch.backends.cudnn.benchmark``) unless ``engine.deterministic``.
     """
     cuda = torch.device(device).type == "cuda"
-    graphs = cuda and cfg.cuda_graphs and cfg.dataset == "cifar10" and single_process
+    engine = job.engine
+    graphs = cuda and engine.cuda_graphs and job.dataset == "cifar10" and single_process
     if cuda:
         # Every step has the same shapes, so cuDNN may time its convolution algorithms once (in
         # the first, eager steps, before any capture) and keep the fastest. Process-wide; off
         # with engine.deterministic, whose point is repeatable kernels.
-        torch.backends.cudnn.benchmark = not cfg.deterministic
-    return TrainStep(model, optimizer, device, bf16=cfg.bf16, graphs=graphs, compile=cfg.compile)
+        torch.backends.cudnn.benchmark = not engine.deterministic
+    return TrainStep(model, optimizer, device, bf16=engine.bf16, graphs=graphs, compile=engine.compile)

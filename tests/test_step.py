@@ -132,11 +132,12 @@ def test_a_failed_capture_falls_back_to_eager_training_and_says_so(capsys):
     assert "engine.cuda_graphs: false" in capsys.readouterr().err
 
 
-def _cfg(**engine):
+def _cfg(dataset="cifar10", **engine):
+    """What make_step reads of a resnet.job.Job: the dataset and the engine section."""
     from types import SimpleNamespace
 
-    values = dict(dataset="cifar10", bf16=True, cuda_graphs=True, compile=False, deterministic=False)
-    return SimpleNamespace(**{**values, **engine})
+    values = dict(bf16=True, cuda_graphs=True, compile=False, deterministic=False)
+    return SimpleNamespace(dataset=dataset, engine=SimpleNamespace(**{**values, **engine}))
 
 
 def test_make_step_uses_graphs_only_for_cifar_on_cuda_in_one_process():

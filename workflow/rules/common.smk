@@ -1,4 +1,6 @@
-# Config loading and validation, the cell plan, and input/param helpers. No rules here.
+# Config loading and validation, the cell plan, pre-flight checks and input/param helpers. No rules
+# here, and nothing is written at parse time: a dry run, --unlock or a refused second run change
+# nothing on disk.
 import json
 import shlex
 import sys
@@ -6,7 +8,9 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from resnet.config import ConfigError, load_config, plan_cells, resolve_cell
+from resnet.config import ConfigError, load_config, plan_cells
+from resnet.job import resolve_cell, settings_json
+from resnet.records import Metrics, RecordError
 
 
 def _validated(raw):
@@ -17,51 +21,27 @@ def _validated(raw):
         raise WorkflowError(f"config.yaml: {error}") from None
 
 
-config.update(_validated(dict(config)))
-SCALE = config["scale"]
-PYTHON = shlex.quote(sys.executable)  # jobs run in the environment Snakemake runs in
+CONFIG = _validated(dict(config))  # typed and frozen; `config` stays Snakemake's raw mapping
+SCALE = CONFIG.scale  # a checked name: it becomes a folder
+PYTHON = shlex.quote(sys.executable)  # jobs run in the environment Snakemake runs in (not a param)
 RUNS = f"results/runs/{SCALE}"
-CELLS = plan_cells(config)
+CELLS = plan_cells(CONFIG)
+# The engine, data locations and store every job runs with. Not a param: changing them (another
+# device, a moved data set, a tracking server) reruns no finished cell and retrains nothing.
+SETTINGS = shlex.quote(settings_json(CONFIG))
 
 
-def _check_data():
-    """A missing data location stops the run before any job starts, naming the key to set."""
-    if config["plan"]["cifar10"]:
-        source = Path(config["data"]["cifar10"])
-        if not source.exists() and not config["data"].get("cifar10_download"):
-            raise WorkflowError(
-                f"config key 'data.cifar10': '{source}' does not exist: point it at a torchvision CIFAR-10 "
-                "folder, an ImageFolder tree or a .tar.gz of one, or set data.cifar10_download: true "
-                "(or plan.cifar10: false to skip the CIFAR part)"
-            )
-    if config["plan"]["imagenet"] and config["data"]["imagenet"] != "synthetic":
-        root = Path(config["data"]["imagenet"])
-        if not (root / "train").is_dir() or not (root / "val").is_dir():
-            raise WorkflowError(
-                f"config key 'data.imagenet': '{root}' has no train/ and val/ class folders: point it at "
-                "an ILSVRC2012 folder, or set it to 'synthetic', or set plan.imagenet: false"
-            )
+def _preflight():
+    """What would only fail inside a job stops the run before any job starts, naming the key."""
+    from resnet.preflight import check
+
+    try:
+        check(CONFIG, local=workflow.local_exec)
+    except ConfigError as error:
+        raise WorkflowError(f"config.yaml: {error}") from None
 
 
-def _release_failed_cells():
-    """A cell marked failed (metrics.json status 'failed') is tried again by this run.
-
-    Its record is kept as metrics.failed.json and its checkpoint stays, so training resumes.
-    """
-    for cell in CELLS:
-        metrics = Path(RUNS, cell.id, "metrics.json")
-        try:
-            status = json.loads(metrics.read_text()).get("status")
-        except (OSError, ValueError):
-            continue
-        if status == "failed":
-            metrics.replace(metrics.with_name("metrics.failed.json"))
-            print(f"{cell.id}: failed before; trying again", file=sys.stderr)
-
-
-_check_data()
-if workflow.is_main_process and not workflow.dryrun:  # not inside a job's own Snakemake process
-    _release_failed_cells()
+_preflight()
 
 
 def run_metrics(cells):
@@ -80,20 +60,37 @@ def cell_id(wildcards):
     return f"{wildcards.model}/seed-{wildcards.seed}"
 
 
-def train_config_json(wildcards):
-    """The resolved training config of one cell; a change to it makes Snakemake rerun the cell."""
-    return resolve_cell(config, cell_id(wildcards)).to_dict()
+def recipe_param(wildcards):
+    """A cell's recipe, canonical: its identity. Changing it reruns exactly this cell."""
+    return resolve_cell(CONFIG, cell_id(wildcards)).recipe.canonical()
+
+
+def retry_of(wildcards):
+    """Retries a failed cell through Snakemake's own params trigger, with nothing written here.
+
+    A failed run's metrics.json carries a new failure id; this param then differs from the one
+    recorded when the job last ran, so the next `snakemake` reruns the cell (a dry run lists it as
+    "params changed"). The rerun records the id it retried (metrics.json retry_of), so once done the
+    param is stable again and the cell stays done.
+    """
+    try:
+        metrics = Metrics.read(Path(RUNS, cell_id(wildcards), "metrics.json"))
+    except RecordError:
+        return ""
+    if metrics is None:
+        return ""
+    return (metrics.failure_id if not metrics.done else metrics.retry_of) or ""
 
 
 def job_resources(dataset):
-    return config["resources"][dataset]
+    return getattr(CONFIG.resources, dataset)
 
 
 def gpu_slots(dataset):
     """A CIFAR cell takes one slot; an ImageNet cell every slot of each of its GPUs."""
     if dataset == "cifar10":
         return 1
-    return job_resources(dataset)["gpus"] * config["resources"]["cifar_cells_per_gpu"]
+    return job_resources(dataset).gpus * CONFIG.resources.cifar_cells_per_gpu
 
 
 def dataset_of(wildcards):

@@ -21,7 +21,7 @@ ARTEFACTS = (
 
 rule table:
     input:
-        artefact_inputs,
+        metrics=artefact_inputs,
     output:
         csv="results/{name}.csv",
         md="results/{name}.md",
@@ -37,7 +37,7 @@ rule table:
 
 rule figure:
     input:
-        artefact_inputs,
+        metrics=artefact_inputs,
     output:
         png="results/{name}.png",
         pdf="results/{name}.pdf",
@@ -53,9 +53,9 @@ rule figure:
 
 rule summary:
     input:
-        run_metrics(CELLS),
-        [f"results/{name}.csv" for name in TABLES],
-        [f"results/{name}.png" for name in FIGURES],
+        metrics=run_metrics(CELLS),
+        tables=[f"results/{name}.csv" for name in TABLES],
+        figures=[f"results/{name}.png" for name in FIGURES],
     output:
         "results/README.md",
     log:

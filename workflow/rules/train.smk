@@ -1,12 +1,13 @@
 # One training job per cell: results/runs/<scale>/<model>/seed-<n>/metrics.json (+ curve.csv,
-# checkpoint.pt). A job that fails records status "failed" in metrics.json instead of stopping the
-# workflow; a job stopped by a signal (time limit, preemption) exits 75 after a checkpoint and is
-# resubmitted (`retries`), resuming where it stopped.
+# checkpoint.pt). A job that fails (bad input, a crash, divergence) records status "failed" and the
+# reason in metrics.json and ends 0, so the tables say why and the other cells go on; the next
+# workflow run retries it (param retry_of). A job stopped by a signal (time limit, preemption)
+# exits 75 after a checkpoint and is resubmitted (`retries`), resuming where it stopped.
 
 
 wildcard_constraints:
-    model=r"[a-z0-9.\-]+",
-    seed=r"\d+",
+    model=r"[a-z0-9][a-z0-9.\-]{0,63}",
+    seed=r"\d{1,9}",
 
 
 rule train:
@@ -16,37 +17,40 @@ rule train:
         f"results/logs/{SCALE}/{{model}}/seed-{{seed}}.log",
     benchmark:
         f"results/benchmarks/{SCALE}/{{model}}/seed-{{seed}}.tsv"
+    # Params are what reruns a finished cell when they change: its recipe (the run's identity),
+    # and the failure it retries. Device, data locations, store and resources are not params.
     params:
-        train_config=lambda w: shlex.quote(json.dumps(train_config_json(w), sort_keys=True)),
+        recipe=recipe_param,
+        retry_of=retry_of,
         out=lambda w: f"{RUNS}/{w.model}/seed-{w.seed}",
-        python=PYTHON,
-    threads: lambda w: min(job_resources(dataset_of(w))["cpus"], workflow.cores)
+    threads: lambda w: min(job_resources(dataset_of(w)).cpus, workflow.cores)
     resources:
         # Local runs: `--resources gpus=N` caps the GPUs in use at once.
-        gpus=lambda w: job_resources(dataset_of(w))["gpus"],
+        gpus=lambda w: job_resources(dataset_of(w)).gpus,
         # Local runs: `--resources gpu_slots=K` lets CIFAR cells share GPUs (resources.cifar_cells_per_gpu).
         gpu_slots=lambda w: gpu_slots(dataset_of(w)),
         # SLURM (slurm/ profile): gpu -> sbatch/srun --gpus; cpus_per_task -> --cpus-per-task (the
         # configured count even where --cores is smaller); mem_mb -> --mem; runtime -> --time
         # (minutes); one node, so that torchrun's processes share the allocation's GPUs.
-        gpu=lambda w: job_resources(dataset_of(w))["gpus"],
-        cpus_per_task=lambda w: job_resources(dataset_of(w))["cpus"],
-        mem_mb=lambda w: job_resources(dataset_of(w))["mem_mb"],
-        runtime=lambda w: job_resources(dataset_of(w))["runtime_min"],
+        gpu=lambda w: job_resources(dataset_of(w)).gpus,
+        cpus_per_task=lambda w: job_resources(dataset_of(w)).cpus,
+        mem_mb=lambda w: job_resources(dataset_of(w)).mem_mb,
+        runtime=lambda w: job_resources(dataset_of(w)).runtime_min,
         nodes=1,
     conda:
         "../../environment.yml"
     # Resubmissions come from the Snakemake that submits the jobs; the Snakemake inside a SLURM job
     # does not retry, so that a job stopped before its time limit ends and one interruption is one
     # resubmission.
-    retries: config["resources"]["max_resubmits"] if workflow.is_main_process else 0
+    retries: CONFIG.resources.max_resubmits if workflow.is_main_process else 0
     # The trainer runs in the background so that this shell can pass SIGTERM / SIGUSR1 / SIGINT on to
     # it and wait for its checkpoint: in the foreground, a signal would end the shell at once and
     # leave the trainer to be killed with the job step before it has saved. The exit status is the
-    # trainer's (75 after a checkpoint on a signal).
+    # trainer's (75 after a checkpoint on a signal). Every value is quoted for the shell (:q).
     shell:
-        "{params.python} -m resnet train --launch --record-failure --out {params.out} "
-        "--train-config {params.train_config} >> {log} 2>&1 & trainer=$!; "
+        "{PYTHON} -m resnet train --launch --record-failure --out {params.out:q} "
+        "--recipe {params.recipe:q} --settings {SETTINGS} --retry-of {params.retry_of:q} "
+        ">> {log:q} 2>&1 & trainer=$!; "
         "trap 'kill -TERM $trainer 2>/dev/null' TERM; "
         "trap 'kill -USR1 $trainer 2>/dev/null' USR1; "
         "trap 'kill -INT $trainer 2>/dev/null' INT; "

@@ -6,13 +6,26 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821 (snakemake i
 
 from resnet import report  # noqa: E402
 
-config, results = snakemake.config, Path("results")  # noqa: F821
+# The cells come from the rule's inputs (their metrics.json files), not from a plan rebuilt here.
+config, cells = snakemake.config, [Path(p) for p in snakemake.input.metrics]  # noqa: F821
 name = snakemake.wildcards.get("name", "summary")  # noqa: F821
 if name == "summary":
-    report.write_summary(config, results, Path(snakemake.output[0]))  # noqa: F821
+    summary = Path(snakemake.output[0])  # noqa: F821
+    text = report.write_summary(config, cells, summary)
+    # The same tables, figures and summary as artefacts of one MLflow "report" run, its description
+    # the summary; a store that fails is a warning, the files above are complete.
+    from resnet.runfiles import git_commit
+    from resnet.tracking import log_report_run
+
+    settings = report.normalised_config(config)
+    tables, figures = [Path(p) for p in snakemake.input.tables], [Path(p) for p in snakemake.input.figures]  # noqa: F821
+    log_report_run(settings.mlflow.tracking_uri, settings.mlflow.experiment, run_name=f"{settings.scale}/report",
+                   files={"tables": [f for t in tables for f in (t, t.with_suffix(".md"))],
+                          "figures": [f for g in figures for f in (g, g.with_suffix(".pdf"))], "": [summary]},
+                   tags={"scale": settings.scale}, description=text, git=git_commit())
 elif name == "table1":
     report.write_table1(Path(snakemake.output.csv))  # noqa: F821
 elif name.startswith("table"):
-    getattr(report, f"write_{name}")(config, results, Path(snakemake.output.csv))  # noqa: F821
+    getattr(report, f"write_{name}")(config, cells, Path(snakemake.output.csv))  # noqa: F821
 else:
-    getattr(report, f"write_{name}")(config, results, Path(snakemake.output.png))  # noqa: F821
+    getattr(report, f"write_{name}")(config, cells, Path(snakemake.output.png))  # noqa: F821
