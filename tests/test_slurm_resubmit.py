@@ -135,6 +135,7 @@ def runs(slurm_cluster, tmp_path_factory):  # noqa: F811
         proc = run_snakemake(
             repo, target(LONG), target(KILLED), "--cores", "8", "--profile", "slurm",
             "--configfile", "test-overrides.yaml",
+            "--config", "scale=smoke",                       # the profile's own scale is the paper's
             "--slurm-status-command", "sacct",              # accounting runs here; squeue: test_slurm_workflow
             "--slurm-init-seconds-before-status-checks", "5",
             "--set-resources", "train:slurm_extra='--signal=TERM@30'",

@@ -49,8 +49,9 @@ def slurm_run(slurm_cluster, tmp_path_factory):  # noqa: F811
     repo = copy_repo(tmp_path_factory.mktemp("smoke-slurm"))
     write_overrides(repo, SMOKE_OVERRIDES)
     t0 = time.monotonic()
+    # The profile's own scale is the paper's (tests/test_slurm_profile.py); this run asks for smoke.
     proc = run_snakemake(repo, "--cores", "8", "--profile", "slurm", "--configfile", "test-overrides.yaml",
-                         "--slurm-init-seconds-before-status-checks", "5", timeout=1200)
+                         "--config", "scale=smoke", "--slurm-init-seconds-before-status-checks", "5", timeout=1200)
     print(f"\nsmoke plan through SLURM: exit {proc.returncode} after {time.monotonic() - t0:.0f} s in {repo}")
     assert proc.returncode == 0, proc.stdout[-8000:]
     return {"repo": repo, "log": proc.stdout, "cluster": slurm_cluster}
