@@ -67,6 +67,8 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         # Each group exactly as plain BN on that group alone, updating its own copy of the stats.
         outputs = [F.batch_norm(chunk, mean, var, self.weight, self.bias, True, self.momentum, self.eps)
                    for chunk, mean, var in zip(chunks, means, variances)]
+        # Deviation (README): the paper's framework kept one GPU's running statistics; the layer
+        # keeps the mean of the groups' updates (the same expectation, less noise).
         with torch.no_grad():
             self.running_mean.copy_(torch.stack(means).mean(0))
             self.running_var.copy_(torch.stack(variances).mean(0))
