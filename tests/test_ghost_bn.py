@@ -213,3 +213,42 @@ def test_ghost_bn_compiles_as_one_graph():
     compiled = torch.compile(copy.deepcopy(ghost), fullgraph=True, dynamic=False)
     x = _batch(8)
     torch.testing.assert_close(compiled(x), ghost(x), rtol=0, atol=1e-5)
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, results) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = build_model("cifar-resnet-8", bn_group=4).train()
+        alone = copy.deepcopy(model)
+        ddp = DistributedDataParallel(model)
+        images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(rank))
+        out = ddp(images)
+        out.square().mean().backward()
+        expected = alone(images)  # this process's 8 images in two groups of 4, as without DDP
+        stats = {name: value for name, value in model.named_buffers() if "running" in name}
+        results.put((rank, float((out - expected).abs().max()),
+                     all(torch.equal(stats[name], value) for name, value in alone.named_buffers() if name in stats),
+                     model.fc.weight.grad.clone()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ghost_bn_groups_each_process_batch_under_ddp(tmp_path):
+    """Two gloo processes: each normalises its own batch in groups; gradients are all-reduced."""
+    context = torch.multiprocessing.get_context("spawn")
+    results = context.Queue()
+    workers = [context.Process(target=_ddp_worker, args=(rank, 2, str(tmp_path / "init"), results))
+               for rank in range(2)]
+    for worker in workers:
+        worker.start()
+    found = sorted(results.get(timeout=300) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    for rank, difference, same_stats, _ in found:
+        assert difference <= 1e-6 and same_stats, rank
+    assert torch.equal(found[0][3], found[1][3])  # one all-reduced gradient
