@@ -119,7 +119,7 @@ def test_cache_hit_is_fast_and_equal(cifar, cifar_cache):
 
 def test_image_folder_source(small, tmp_path):
     root = write_image_folder(tmp_path / "folder", small)
-    loaded = load_cifar10(root, tmp_path / "cache")
+    loaded = load_cifar10(root, tmp_path / "cache", partial=True)
     assert loaded.classes == CLASSES
     for field in ("train_images", "train_labels", "test_images", "test_labels"):
         np.testing.assert_array_equal(getattr(loaded, field), small[field])
@@ -130,7 +130,7 @@ def test_tarball_with_top_folder_source(small, tmp_path):
     tarball = tmp_path / "small.tgz"
     with tarfile.open(tarball, "w:gz") as archive:
         archive.add(root, arcname="cifar-small")
-    loaded = load_cifar10(tarball, tmp_path / "cache")
+    loaded = load_cifar10(tarball, tmp_path / "cache", partial=True)
     np.testing.assert_array_equal(loaded.train_images, small["train_images"])
     np.testing.assert_array_equal(loaded.test_labels, small["test_labels"])
 
@@ -147,7 +147,7 @@ def test_torchvision_pickle_source(small, tmp_path):
     (folder / "test_batch").write_bytes(pickle.dumps({"data": test_flat, "labels": small["test_labels"].tolist()}))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": CLASSES}))
     for source in (tmp_path / "tv", folder):  # the torchvision root or the batches folder itself
-        loaded = load_cifar10(source, tmp_path / "cache")
+        loaded = load_cifar10(source, tmp_path / "cache", partial=True)
         assert loaded.classes == CLASSES
         for field in ("train_images", "train_labels", "test_images", "test_labels"):
             np.testing.assert_array_equal(getattr(loaded, field), small[field])
@@ -168,17 +168,17 @@ def test_malformed_sources_raise_data_error(small, tmp_path):
         folder.rmdir()
     (no_test / "test").rmdir()
     with pytest.raises(DataError, match="test/"):
-        load_cifar10(no_test, tmp_path / "cache")
+        load_cifar10(no_test, tmp_path / "cache", partial=True)
 
     wrong_size = write_image_folder(tmp_path / "wrong-size", small)
     Image.new("RGB", (28, 28)).save(wrong_size / "train" / "cat" / "9999.png")
     with pytest.raises(DataError, match="32x32"):
-        load_cifar10(wrong_size, tmp_path / "cache")
+        load_cifar10(wrong_size, tmp_path / "cache", partial=True)
 
     empty_class = write_image_folder(tmp_path / "empty-class", small)
     (empty_class / "train" / "zebra").mkdir()
     with pytest.raises(DataError, match="zebra"):
-        load_cifar10(empty_class, tmp_path / "cache")
+        load_cifar10(empty_class, tmp_path / "cache", partial=True)
 
     garbage = tmp_path / "garbage.tar.gz"
     garbage.write_bytes(b"not a tarball at all" * 10)

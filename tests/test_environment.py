@@ -65,7 +65,31 @@ def test_pins_agree_both_ways():
     assert not differ, f"versions differ (environment.yml, pyproject.toml): {differ}"
 
 
-def test_torch_pins():
-    for pins in (_pins([r for r in _environment_pip() if r != "-e ."]), _pyproject_pins()):
-        assert pins["torch"] == "2.14.1"
-        assert pins["torchvision"] == "0.29.1"
+def test_install_script_installs_the_pinned_torch():
+    # scripts/install.sh installs torch and torchvision first, by an explicit pip line: the same
+    # versions as pyproject.toml pins, or the two install paths give different environments.
+    script = (ROOT / "scripts" / "install.sh").read_text()
+    lines = [line for line in script.splitlines() if "pip install" in line and "torch==" in line]
+    assert len(lines) == 1, lines
+    installed = dict(re.findall(r"\b(torch|torchvision)==([^\s\"']+)", lines[0]))
+    project = _pyproject_pins()
+    assert installed == {"torch": project["torch"], "torchvision": project["torchvision"]}
+
+
+def test_the_running_environment_has_the_pinned_versions():
+    # What the tests (and every number) run with is what the pins say: a venv that drifted from
+    # pyproject.toml (a later `pip install -U`, another torch build) fails here.
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.specifiers import SpecifierSet
+
+    drifted = {}
+    for name, pinned in _pyproject_pins().items():
+        try:
+            found = version(name)
+        except PackageNotFoundError:
+            found = None
+        # "==2.14.1" accepts a local build label such as 2.14.1+cu130, as pip does.
+        if found is None or not SpecifierSet(f"=={pinned}").contains(found):
+            drifted[name] = (pinned, found)
+    assert not drifted, f"installed versions differ from pyproject.toml's pins (pinned, installed): {drifted}"
