@@ -65,11 +65,19 @@ _READY: set[str] = set()
 
 # ----------------------------------------------------------------------------- the store
 
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6  # SQLite's primary result codes (extended codes keep them in the low byte)
+
+
 def _transient(error: BaseException) -> bool:
-    """A locked or busy SQLite database: MLflow's SQL store raises TEMPORARILY_UNAVAILABLE for it."""
+    """A busy store: worth trying again. MLflow's SQL store reports every database OperationalError
+    as TEMPORARILY_UNAVAILABLE; for SQLite only a busy or locked database is (a read-only or
+    corrupt file is not), told by the sqlite3 error's result code, not by its text."""
     from mlflow.exceptions import MlflowException
 
-    return isinstance(error, MlflowException) and error.error_code == "TEMPORARILY_UNAVAILABLE"
+    if not isinstance(error, MlflowException) or error.error_code != "TEMPORARILY_UNAVAILABLE":
+        return False
+    code = getattr(getattr(error.__cause__, "orig", None), "sqlite_errorcode", None)
+    return code is None or code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
 
 
 def _call(action: Callable[[], T]) -> T:
@@ -229,6 +237,8 @@ class Tracker:
     ``run_id`` stays None if the store cannot be reached; every method is then a no-op.
     """
 
+    PAUSE_S = 600.0  # after a failed call, seconds without trying the store again
+
     def __init__(self, tracking_uri: str, experiment: str, run_name: str, run_id: str | None = None,
                  tags: dict[str, str] | None = None, params: dict[str, Any] | None = None,
                  description: str | None = None, find: bool = False, consequence: str | None = None) -> None:
@@ -239,12 +249,14 @@ class Tracker:
         # step of the last value logged per metric: a resumed run skips what its earlier attempts logged
         self._logged_through: dict[str, int] = {}
         self._warned: set[str] = set()
+        self._paused_until = 0.0
+        self.failed = False  # some call did not reach the store
         self.consequence = consequence or ("Nothing else is affected: the run folder's files hold every number, "
                                            "and `python -m resnet mlflow-sync` mirrors them to the store later")
         try:
             self._open(run_name, run_id, tags or {}, params or {}, description, find)
         except Exception as error:
-            self.run_id = None
+            self.run_id, self.failed = None, True
             self._warn("cannot open a run", error)
 
     def _open(self, run_name, run_id, tags, params, description, find) -> None:
@@ -312,14 +324,20 @@ class Tracker:
               file=sys.stderr, flush=True)
 
     def _guard(self, what: str, action: Callable[[], Any]) -> bool:
-        """Run action against the store: True if it went through, False (one warning) if not."""
-        if self.run_id is None:
+        """Run action against the store: True if it went through, False (one warning) if not.
+
+        After a failure the mirror pauses for PAUSE_S: a store that is down (a tracking server that
+        times out) costs one timeout, not one at every checkpoint. What was not sent stays counted
+        as unsent and goes with the first call after the pause (or with mlflow-sync)."""
+        if self.run_id is None or time.monotonic() < self._paused_until:
             return False
         try:
             action()
             return True
         except Exception as error:
             self._warn(what, error)
+            self.failed = True
+            self._paused_until = time.monotonic() + self.PAUSE_S
             return False
 
     def log_params(self, params: dict[str, Any]) -> bool:
@@ -398,6 +416,9 @@ class Tracker:
             metrics = dataclasses.asdict(metrics)
         final = final_metrics(metrics.get("final") or {})
         ok = self.log_rows([{"iteration": metrics.get("iterations") or 0, **final}]) if final else True
+        git = (metrics.get("provenance") or {}).get("git")
+        if git:  # the commit metrics.json records (the code may have changed since the run opened)
+            ok &= self.set_tags({k: v for k, v in _system_tags(TRAIN_SOURCE, git).items() if ".git." in k})
         for name in ("metrics.json", "curve.csv"):
             if (Path(folder) / name).is_file():
                 ok &= self.log_artifact(Path(folder) / name)
@@ -447,7 +468,7 @@ def sync_run_folder(tracking_uri: str, experiment: str, folder: Path, scale: str
     data = metrics.get("data") or {}
     tracker.log_dataset(dataset, data.get("content_hash"), data.get("source") or config.get("data_source", ""))
     tracker.log_result(metrics, folder)
-    return tracker.run_id, tracker.sent
+    return None if tracker.failed else (tracker.run_id, tracker.sent)
 
 
 def sync_run_folders(tracking_uri: str, experiment: str, runs_root: Path, scale: str,

@@ -2,7 +2,8 @@
 
 Eight separate processes (as eight SLURM jobs or eight local jobs would be) each open their own run in
 the same, not yet existing, store and log 200 steps x 5 metrics in batches of 10 rows, as training
-does at each checkpoint. resnet.tracking retries while SQLite reports a locked database.
+does at each checkpoint. resnet.tracking retries while MLflow reports the database busy
+(TEMPORARILY_UNAVAILABLE), so no writer has to fall back on its warning.
 """
 import subprocess
 import sys
@@ -53,6 +54,8 @@ def test_eight_writers_lose_no_metric(tmp_path):
     print(f"\n{WRITERS} writers x {STEPS} steps x {len(METRICS)} metrics: {time.monotonic() - t0:.1f} s")
     for proc, (out, err) in zip(procs, results):
         assert proc.returncode == 0, f"writer crashed (exit {proc.returncode}):\n{err[-3000:]}"
+        # The Tracker turns store errors into warnings (training must go on); here none may occur.
+        assert "warning: MLflow" not in err, err[-3000:]
 
     runs = {run["name"]: run for run in runs_of(uri, "concurrency")}
     assert sorted(runs) == sorted(f"writer-{i}" for i in range(WRITERS))
