@@ -23,20 +23,23 @@ rule train:
         recipe=recipe_param,
         retry_of=retry_of,
         out=lambda w: f"{RUNS}/{w.model}/seed-{w.seed}",
-    threads: lambda w: min(job_resources(dataset_of(w)).cpus, workflow.cores)
+    # SLURM: k CIFAR cells share one job (config resources.cifar_cells_per_job; workflow/rules/cluster.smk).
+    group: train_group
+    threads: lambda w: packed_threads(w, min(job_resources(dataset_of(w)).cpus, workflow.cores))
     resources:
         # Local runs: `--resources gpus=N` caps the GPUs in use at once.
-        gpus=lambda w: job_resources(dataset_of(w)).gpus,
+        gpus=lambda w: unless_packed(w, job_resources(dataset_of(w)).gpus),
         # Local runs: `--resources gpu_slots=K` lets CIFAR cells share GPUs (resources.cifar_cells_per_gpu).
         gpu_slots=lambda w: gpu_slots(dataset_of(w)),
         # SLURM (slurm/ profile): gpu -> sbatch/srun --gpus; cpus_per_task -> --cpus-per-task (the
         # configured count even where --cores is smaller); mem_mb -> --mem; runtime -> --time
         # (minutes); one node, so that torchrun's processes share the allocation's GPUs.
-        gpu=lambda w: job_resources(dataset_of(w)).gpus,
+        gpu=lambda w: unless_packed(w, job_resources(dataset_of(w)).gpus),
+        gres=packed_gres,  # a packed job's one GPU (cluster.smk)
         cpus_per_task=lambda w: job_resources(dataset_of(w)).cpus,
         mem_mb=lambda w: job_resources(dataset_of(w)).mem_mb,
         runtime=lambda w: job_resources(dataset_of(w)).runtime_min,
-        nodes=1,
+        nodes=lambda w: unless_packed(w, 1),
     conda:
         "../../environment.yml"
     # Resubmissions come from the Snakemake that submits the jobs; the Snakemake inside a SLURM job
