@@ -104,8 +104,8 @@ def bench_config(model: str, batch_size: int, device: str, *, bf16: bool, channe
                          test_subset=0)
     engine = Engine(device=device, bf16=bf16, channels_last=channels_last, cuda_graphs=cuda_graphs, compile=compile,
                     deterministic=False, checkpoint_every=1, workers=0)
-    data = Data(cifar10="", cifar10_download=False, imagenet="synthetic", imagenet_loader="auto",
-                cache=str(BENCH_DATA))
+    data = Data(cifar10="", cifar10_download=False, cifar10_partial=False, imagenet="synthetic",
+                imagenet_loader="auto", cache=str(BENCH_DATA))
     return Job(recipe=recipe, scale="bench", engine=engine, data=data,
                tracking=Tracking(tracking_uri="", experiment="bench"), max_resubmits=0)
 

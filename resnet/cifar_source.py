@@ -193,13 +193,22 @@ def _tarball_files(path: Path) -> Files:
 
 
 def _download(root: Path) -> Path:
+    """torchvision's CIFAR-10 into root, once: concurrent jobs wait on a lock for the first one."""
+    import fcntl
+
     import torchvision
 
-    try:
-        torchvision.datasets.CIFAR10(root=str(root), train=True, download=True)
-    except Exception as error:  # network errors come in many types; all mean the same here
-        raise DataError(f"could not download CIFAR-10 to {str(root)!r} ({error}): set data.cifar10 in "
-                        "config.yaml to a local copy, or set data.cifar10_download: false") from None
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".download.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+        if _torchvision_folder(root) is not None:
+            return root / "cifar-10-batches-py"  # another job downloaded it meanwhile
+        try:
+            torchvision.datasets.CIFAR10(root=str(root), train=True, download=True)
+        except Exception as error:  # network errors come in many types; all mean the same here
+            raise DataError(f"could not download CIFAR-10 to {str(root)!r} ({str(error)[:200]}): put "
+                            f"torchvision's cifar-10-batches-py/ there, or set data.cifar10 in config.yaml to a "
+                            f"local copy (data.cifar10_download: false)") from None
     return root / "cifar-10-batches-py"
 
 

@@ -38,6 +38,8 @@ class Data:
     cifar10: str = setting("a torchvision CIFAR-10 folder (holding cifar-10-batches-py/), an ImageFolder tree "
                            "with train/ and test/ class folders, or a .tar.gz of one")
     cifar10_download: bool = setting("true: download torchvision's CIFAR-10 into data.cifar10 when it is missing")
+    cifar10_partial: bool = setting("true: accept a source that is not the whole of CIFAR-10 (50,000 + 10,000 "
+                                    "images, 10 balanced classes), e.g. a small test fixture")
     imagenet: str = setting("an ILSVRC2012 folder with train/ and val/ class folders, or 'synthetic'")
     imagenet_loader: str = setting("auto (DALI on CUDA when installed, else PIL) | dali | pil",
                                    choices=("auto", "dali", "pil"))

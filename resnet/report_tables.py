@@ -337,10 +337,28 @@ def scale_header(config: dict, title: str) -> str:
     return text
 
 
+def data_label(cells: list[CellResult]) -> str:
+    """Which data these cells saw (metrics.json ``data``): its kind, source and content hash."""
+    labels = []
+    for cell in cells:
+        seen = cell.metrics.get("data") or {}
+        if seen:
+            digest = seen.get("content_hash")
+            label = f"{seen.get('kind', '?')} {seen.get('source', '?')}" + (f" sha256 {digest[:12]}" if digest else "")
+            if label not in labels:
+                labels.append(label)
+    return "; ".join(labels)
+
+
 def _write_table(name: str, config: dict, metrics_files: list[Path], out_csv: Path) -> pd.DataFrame:
     config = normalised_config(config)
-    frame = FRAMES[name](config, collect(config, metrics_files))
-    _write(frame, Path(out_csv), scale_header(config, TITLES[name]) + "\n" + NOTES[name] + "\n")
+    cells = collect(config, metrics_files)
+    frame = FRAMES[name](config, cells)
+    # Which data each row's cells saw (the original CIFAR-10 or the JPEG copy, ImageNet or the synthetic set).
+    frame["data"] = [data_label(cells_of(cells, model)) if model else "" for model in frame["model"]]
+    seen = data_label(list(cells.values()))
+    header = scale_header(config, TITLES[name]) + (f"\nData: {seen}.\n" if seen else "")
+    _write(frame, Path(out_csv), header + "\n" + NOTES[name] + "\n")
     return frame
 
 

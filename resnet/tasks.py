@@ -52,7 +52,8 @@ class CifarTask:
     def __init__(self, job: Job, device: torch.device) -> None:
         recipe, channels_last = job.recipe, job.engine.channels_last
         self.device = device
-        arrays = cifar.load_cifar10(job.data.cifar10, job.data.cache, download=job.data.cifar10_download)
+        arrays = cifar.load_cifar10(job.data.cifar10, job.data.cache, download=job.data.cifar10_download,
+                                    partial=job.data.cifar10_partial)
         self.data_info = {"source": job.data.cifar10, "kind": arrays.source_kind,
                           "content_hash": arrays.content_hash}
         train_index, val_index = cifar.train_val_split(len(arrays.train_labels), recipe.val_size, seed=recipe.seed)

@@ -29,6 +29,7 @@ from resnet.job import Job
 from resnet.measure import count_multiply_adds, count_parameters
 from resnet.models import build_model
 from resnet.records import DONE, FAILED, Checkpoint, Metrics
+from resnet.progress import banner as _banner, progress as _progress
 from resnet.step import make_step
 
 
@@ -309,20 +310,6 @@ def record_failure(job: Job, out: Path, reason: str, iterations: int | None = No
     return metrics
 
 
-def _banner(job: Job, device: torch.device, model, dist) -> str:
-    from resnet.config import REFERENCE_BATCH
-
-    recipe = job.recipe
-    reference = REFERENCE_BATCH[recipe.dataset]
-    lr_note = "" if recipe.batch_size == reference else (
-        f" (linear scaling rule: the recipe's lr is per batch of {reference}; batch {recipe.batch_size} "
-        f"gives lr {recipe.lr:g})")
-    bn = f", BN over groups of {recipe.bn_group}" if recipe.bn_group else ""
-    return (f"[{job.cell}] {job.scale} scale on {runfiles.device_name(device)} x{dist.world_size}: "
-            f"{count_parameters(model):,} parameters, {recipe.iterations} iterations at batch {recipe.batch_size}"
-            f"{bn}, lr {recipe.lr:g} /{1 / recipe.lr_decay:g} at {list(recipe.milestones)}{lr_note}")
-
-
 def _fresh_state(recipe) -> dict[str, Any]:
     return {"iteration": 0, "warming_up": getattr(recipe, "warmup_lr", None) is not None, "warmup_ended_at": None,
             "rows": [], "rows_in_mlflow": 0, "carried": None, "mlflow_run_id": None,
@@ -377,34 +364,16 @@ def _warmup_check(job, state, row, dist) -> None:
                    f"at iteration {row['iteration']}: warm-up over, lr back to {recipe.lr:g}")
 
 
-def _progress(job, row, state, started, start_iteration) -> str:
-    iterations = job.recipe.iterations
-    done = row["iteration"] - start_iteration
-    rate = done / max(time.perf_counter() - started, 1e-9)
-    eta = (iterations - row["iteration"]) / rate if rate > 0 else math.inf
-    evals = "".join(f" | {key.split('_')[0]} err {row[key]:.2f}%" for key in ("val_error", "test_error")
-                    if row[key] == row[key])
-    return (f"[{job.cell}] it {row['iteration']}/{iterations} ({100 * row['iteration'] / iterations:.1f}%)"
-            f" | lr {row['lr']:.4g} | loss {row['train_loss']:.4f} | train err {row['train_error']:.2f}%{evals}"
-            f" | {row['images_per_s']:,.0f} img/s | ETA {_duration(eta)}")
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def _open_tracker(job: Job, state: dict[str, Any]):
     """The cell's MLflow run: the one the checkpoint names, else a new one (MLflow trouble: a warning)."""
-    from resnet.tracking import Tracker, run_description, run_tags
+    from resnet.tracking import Tracker, run_description, run_params, run_tags
 
     model = job.recipe.model
     tags = run_tags(cell=job.cell, model=model, seed=job.recipe.seed, scale=job.scale, dataset=job.dataset,
                     artefacts=artefacts_of(model), git=runfiles.git_commit())
     tracker = Tracker(job.tracking.tracking_uri, job.tracking.experiment, run_name=f"{job.scale}/{job.cell}",
-                      run_id=state["mlflow_run_id"], tags=tags, params=job.to_dict(),
+                      run_id=state["mlflow_run_id"], tags=tags,
+                      params=run_params(job.recipe.to_dict(), job.settings()),
                       description=run_description(model=model, cell=job.cell, scale=job.scale))
     if tracker.started_new:  # also when the store lost the checkpoint's run: the new run gets the whole curve
         state["rows_in_mlflow"] = 0

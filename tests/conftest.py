@@ -4,7 +4,7 @@
   (``../shared/data/cifar10-jpeg.tar.gz`` next to the repository) is decoded once per session;
   the synthetic ImageNet-layout set is generated there once too. Tests that need the tarball skip
   with a reason when it is absent.
-* ``make_config``: a validated config dict built from the repository's config.yaml with tiny
+* ``make_config``: a valid raw config dict built from the repository's config.yaml with tiny
   iterations, absolute data paths, the session cache, a temporary MLflow SQLite store and the CPU.
 """
 from __future__ import annotations
@@ -59,7 +59,8 @@ def cifar_cache_dir(tmp_path_factory) -> Path:
 
     Skips when the tarball is absent (every training test on CIFAR needs it)."""
     require_cifar()
-    from resnet.data import load_cifar10, make_synthetic_imagenet
+    from resnet.cifar import load_cifar10
+    from resnet.imagenet import make_synthetic_imagenet
 
     cache = tmp_path_factory.mktemp("train-cache")
     load_cifar10(CIFAR_TARBALL, cache)
@@ -93,19 +94,21 @@ def _merge(into: dict, overrides: dict) -> dict:
     return into
 
 
-TINY_CIFAR = dict(batch_size=16, iterations=6, milestones=[4], train_subset=512, test_subset=200, val_size=100,
-                  eval_every=3, log_every=2, checkpoint_every=3)
+TINY_CIFAR = dict(batch_size=16, bn_group=0, iterations=6, milestones=[4], train_subset=512, test_subset=200,
+                  val_size=100, eval_every=3, log_every=2)
 TINY_IMAGENET = dict(batch_size=8, iterations=4, milestones=[3], train_short_side=[36, 48], crop=32,
-                     test_short_side=36, eval_every=2, log_every=2, checkpoint_every=2, workers=0)
+                     test_short_side=36, eval_every=2, log_every=2)
+TINY_ENGINE = dict(device="cpu", channels_last=False, deterministic=True, checkpoint_every=3, workers=0)
 
 
 def config_builder(store_dir: Path, cache_dir: Path, template_db: Path | None = None) -> Callable[..., dict]:
-    """build(cifar10={...}, imagenet={...}, engine={...}, **top_level_overrides) -> validated dict.
+    """build(cifar10={...}, imagenet={...}, engine={...}, **top_level_overrides) -> a valid raw config dict.
 
-    The active scale is ``smoke``, with tiny CIFAR and ImageNet presets (TINY_CIFAR, TINY_IMAGENET)
-    that the keyword dicts update; data paths are absolute, the cache is ``cache_dir``, the MLflow
-    store is ``sqlite:///<store_dir>/mlflow.db`` (a copy of ``template_db`` if given), the device
-    is the CPU, kernels deterministic.
+    The active scale is ``smoke``, with tiny CIFAR and ImageNet presets (TINY_CIFAR, TINY_IMAGENET,
+    TINY_ENGINE) that the keyword dicts update; data paths are absolute, the cache is ``cache_dir``,
+    the MLflow store is ``sqlite:///<store_dir>/mlflow.db`` (a copy of ``template_db`` if given),
+    the device is the CPU, kernels deterministic. ``load_config`` has checked it; ``job_of`` resolves
+    a cell of it.
     """
     from resnet.config import load_config
 
@@ -120,18 +123,35 @@ def config_builder(store_dir: Path, cache_dir: Path, template_db: Path | None = 
               **overrides: Any) -> dict:
         config = copy.deepcopy(base)
         config["scale"] = "smoke"
-        config["data"].update(cifar10=str(CIFAR_TARBALL), imagenet="synthetic", cache=str(cache_dir))
+        smoke = config["scales"]["smoke"]
+        smoke["data"] = dict(cifar10=str(CIFAR_TARBALL), cifar10_download=False, imagenet="synthetic",
+                             cache=str(cache_dir))
         config["mlflow"] = {"tracking_uri": f"sqlite:///{store_dir}/mlflow.db", "experiment": "resnet-test"}
-        config["engine"].update(device="cpu", channels_last=False, deterministic=True)
-        config["scales"]["smoke"]["cifar10"].update(TINY_CIFAR)
-        config["scales"]["smoke"]["imagenet"].update(TINY_IMAGENET)
-        config["scales"]["smoke"]["cifar10"].update(cifar10 or {})
-        config["scales"]["smoke"]["imagenet"].update(imagenet or {})
-        config["engine"].update(engine or {})
+        smoke["engine"] = {**TINY_ENGINE, **(engine or {})}
+        smoke["cifar10"].update(TINY_CIFAR)
+        smoke["imagenet"].update(TINY_IMAGENET)
+        smoke["cifar10"].update(cifar10 or {})
+        smoke["imagenet"].update(imagenet or {})
         _merge(config, overrides)
-        return load_config(config)
+        load_config(config)  # a valid config, or the test fails here naming the key
+        return config
 
     return build
+
+
+def job_of(config: dict, cell: str):
+    """The resnet.job.Job of one cell of a raw config dict."""
+    from resnet.config import load_config
+    from resnet.job import resolve_cell
+
+    return resolve_cell(load_config(config), cell)
+
+
+def job_args(job) -> list[str]:
+    """``--recipe JSON --settings JSON``: a job as the workflow hands it to ``python -m resnet train``."""
+    import json
+
+    return ["--recipe", json.dumps(job.recipe.to_dict()), "--settings", json.dumps(job.settings())]
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resnet.config import resolve_cell
-from tests.conftest import CIFAR_TARBALL, REPO_ROOT, run_cli
+from tests.conftest import CIFAR_TARBALL, REPO_ROOT, job_args, job_of, run_cli
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
 
@@ -74,15 +73,15 @@ def _bad_plan_model(config):
 
 
 def _decreasing_milestones(config):
-    config["scales"]["smoke"]["cifar10"]["milestones"] = [24, 15]
+    config["scales"]["smoke"]["cifar10"]["milestones"] = [15, 12]
 
 
 @pytest.mark.parametrize("change, expected", [
     (_unknown_scale, ["'scale'", "unknown scale 'huge'", "smoke"]),
     (_wrong_type, ["recipes.cifar10.batch_size", "'lots'", "integer"]),
-    (_unknown_key, ["engine", "turbo", "accepted keys"]),
+    (_unknown_key, ["engine.turbo", "accepted keys"]),
     (_bad_plan_model, ["plan.imagenet_models", "shortcut"]),
-    (_decreasing_milestones, ["recipes.cifar10.milestones", "increasing"]),
+    (_decreasing_milestones, ["scales.smoke.cifar10.milestones", "increasing"]),
 ], ids=["unknown-scale", "wrong-type", "unknown-key", "bad-plan-model", "milestones-order"])
 def test_bad_config_file_exits_2_naming_the_key(tmp_path, change, expected):
     config = raw_config()
@@ -103,29 +102,45 @@ def test_missing_config_file_exits_2(tmp_path):
     assert "--config" in one_error_line(result)
 
 
-def test_unknown_setting_in_train_config_json_exits_2(tmp_path, make_config):
-    values = resolve_cell(make_config(), "cifar-resnet-20/seed-0").to_dict()
-    values["learning_rate"] = 0.1
-    result = run_cli("train", "--train-config", json.dumps(values), "--out", str(tmp_path / "out"))
+def test_unknown_setting_in_recipe_json_exits_2(tmp_path, make_config):
+    args = job_args(job_of(make_config(), "cifar-resnet-20/seed-0"))
+    recipe = json.loads(args[1])
+    recipe["learning_rate"] = 0.1
+    args[1] = json.dumps(recipe)
+    result = run_cli("train", *args, "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     assert "learning_rate" in one_error_line(result)
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("record_failure", [False, True], ids=["plain", "record-failure"])
-def test_missing_dataset_exits_2_and_writes_no_results(tmp_path, make_config, record_failure):
+def test_missing_dataset_exits_2_and_writes_no_results(tmp_path, make_config):
     config = copy.deepcopy(make_config())
-    config["data"]["cifar10"] = str(tmp_path / "no-such-cifar.tar.gz")
+    config["scales"]["smoke"]["data"]["cifar10"] = str(tmp_path / "no-such-cifar.tar.gz")
     path = write_config(tmp_path / "config.yaml", config)
     out = tmp_path / "out"
-    flags = ["--record-failure"] if record_failure else []
-    result = run_cli("train", "--config", str(path), "--cell", "cifar-resnet-20/seed-0", "--out", str(out), *flags)
-    # Bad input is never recorded as a failed cell (the workflow's --record-failure): fix and rerun.
+    result = run_cli("train", "--config", str(path), "--cell", "cifar-resnet-20/seed-0", "--out", str(out))
     assert result.returncode == 2, result.stderr
     line = one_error_line(result)
     assert "data.cifar10" in line and "no-such-cifar.tar.gz" in line
     assert not (out / "metrics.json").exists() and not (out / "checkpoint.pt").exists()
     assert not (out / "curve.csv").exists()
+
+
+def test_bad_input_inside_a_workflow_job_is_recorded_once_as_the_cells_failure(tmp_path, make_config):
+    """--record-failure (the train rule's): the reason in metrics.json and exit 0, so Snakemake does
+    not resubmit it max_resubmits times; the next workflow run retries it (its failure id)."""
+    config = copy.deepcopy(make_config())
+    config["scales"]["smoke"]["data"]["cifar10"] = str(tmp_path / "no-such-cifar.tar.gz")
+    path = write_config(tmp_path / "config.yaml", config)
+    out = tmp_path / "out"
+    result = run_cli("train", "--config", str(path), "--cell", "cifar-resnet-20/seed-0", "--out", str(out),
+                     "--record-failure")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "data.cifar10" in metrics["reason"]
+    assert len(metrics["failure_id"]) == 12 and metrics["retry_of"] is None
+    assert not (out / "checkpoint.pt").exists()
 
 
 def test_corrupt_checkpoint_exits_2_and_deletes_nothing(tmp_path, make_config):
@@ -151,7 +166,8 @@ def test_corrupt_checkpoint_exits_2_and_deletes_nothing(tmp_path, make_config):
 
 
 def test_done_cell_is_skipped_and_changed_recipe_supersedes(tmp_path, make_config):
-    config = make_config(cifar10=dict(iterations=4, eval_every=4, log_every=2, checkpoint_every=4, milestones=[3]))
+    config = make_config(cifar10=dict(iterations=4, eval_every=4, log_every=2, milestones=[3]),
+                         engine=dict(checkpoint_every=4))
     path = write_config(tmp_path / "config.yaml", config)
     out = tmp_path / "out"
     args = ("train", "--config", str(path), "--cell", "cifar-resnet-20/seed-0", "--out", str(out), "--quiet")
@@ -184,7 +200,7 @@ def test_done_cell_is_skipped_and_changed_recipe_supersedes(tmp_path, make_confi
     for name, content in old.items():
         assert (kept[0] / name).read_bytes() == content
     new = json.loads((out / "metrics.json").read_text())
-    assert new["status"] == "done" and new["config"]["lr"] == pytest.approx(0.05 * 16 / 128)
+    assert new["status"] == "done" and new["recipe"]["lr"] == pytest.approx(0.05 * 16 / 128)
     assert new["mlflow_run_id"] != metrics["mlflow_run_id"]
     assert (out / "metrics.json").stat().st_mtime_ns != stamp
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet.config import TrainConfig, resolve_cell
+from resnet.job import Job
 from resnet.runfiles import CURVE_COLUMNS, load_checkpoint
 from resnet.tracking import metric_history, runs_of
 from resnet.train import Interrupted, StopRequest, learning_rate, train
-from tests.conftest import PYTHON, REPO_ROOT, TEST_THREADS, config_builder, subprocess_env
+from tests.conftest import PYTHON, REPO_ROOT, TEST_THREADS, config_builder, job_args, job_of, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
 
@@ -53,8 +53,8 @@ def assert_curves_equal(got: list[dict], want: list[dict]) -> None:
             assert same(mine[key], theirs[key]), (key, mine, theirs)
 
 
-def the_run(cfg: TrainConfig) -> dict:
-    runs = [run for run in runs_of(cfg.tracking_uri, cfg.experiment) if run["tags"].get("cell") == cfg.cell]
+def the_run(cfg: Job) -> dict:
+    runs = [run for run in runs_of(cfg.tracking.tracking_uri, cfg.tracking.experiment) if run["tags"].get("cell") == cfg.cell]
     assert len(runs) == 1, f"expected one MLflow run for {cfg.cell}, found {len(runs)}"
     return runs[0]
 
@@ -69,20 +69,20 @@ def no_temporary_files(folder: Path) -> list[str]:
 
 
 def test_cifar_smoke_run_writes_curve_metrics_and_one_mlflow_run(make_config, tmp_path):
-    cfg = resolve_cell(make_config(), "cifar-resnet-20/seed-0")
-    assert (cfg.iterations, cfg.log_every, cfg.eval_every) == (6, 2, 3)
+    cfg = job_of(make_config(), "cifar-resnet-20/seed-0")
+    assert (cfg.recipe.iterations, cfg.recipe.log_every, cfg.recipe.eval_every) == (6, 2, 3)
     out = tmp_path / "run"
-    metrics = train(cfg, out, quiet=True)
+    metrics = dataclasses.asdict(train(cfg, out, quiet=True))
 
     # curve.csv: a row at every log interval and at every evaluation; evaluations filled only there.
     curve = read_curve(out / "curve.csv")
     assert [row["iteration"] for row in curve] == [2, 3, 4, 6]
     for row in curve:
-        evaluated = row["iteration"] % cfg.eval_every == 0 or row["iteration"] == cfg.iterations
+        evaluated = row["iteration"] % cfg.recipe.eval_every == 0 or row["iteration"] == cfg.recipe.iterations
         assert (not math.isnan(row["val_error"])) == evaluated
         assert (not math.isnan(row["test_error"])) == evaluated
         assert 0.0 <= row["train_error"] <= 100.0 and row["train_loss"] > 0
-        assert row["lr"] == pytest.approx(learning_rate(cfg, int(row["iteration"]) - 1, False))
+        assert row["lr"] == pytest.approx(learning_rate(cfg.recipe, int(row["iteration"]) - 1, False))
         assert row["images_per_s"] > 0
     assert curve[0]["lr"] == pytest.approx(0.1 * 16 / 128)  # linear scaling from the recipe's batch 128
     assert curve[-1]["lr"] == pytest.approx(0.1 * 16 / 128 * 0.1)  # after the milestone at 4
@@ -108,7 +108,7 @@ def test_cifar_smoke_run_writes_curve_metrics_and_one_mlflow_run(make_config, tm
     assert provenance["git"]["commit"] == git_commit()["commit"] and "dirty" in provenance["git"]
     assert provenance["versions"]["torch"] == torch.__version__
     assert provenance["device"].startswith("cpu") and provenance["seed"] == 0
-    assert saved["config"] == cfg.to_dict()
+    assert saved["recipe"] == cfg.recipe.to_dict()
     assert saved["warmup_ended_at"] is None and saved["interruptions"] == 0
     assert not (out / "checkpoint.pt").exists() or load_checkpoint(out / "checkpoint.pt")["state"]["iteration"] == 6
     assert no_temporary_files(out) == []
@@ -116,27 +116,27 @@ def test_cifar_smoke_run_writes_curve_metrics_and_one_mlflow_run(make_config, tm
     # MLflow: exactly one run, with the cell's tags, the config as params, the curve as metrics.
     run = the_run(cfg)
     assert run["run_id"] == saved["mlflow_run_id"] and run["status"] == "FINISHED"
-    assert run["tags"]["seed"] == "0" and run["tags"]["git_commit"] == provenance["git"]["commit"]
+    assert run["tags"]["seed"] == "0" and run["tags"]["mlflow.source.git.commit"] == provenance["git"]["commit"]
     assert run["params"]["model"] == "cifar-resnet-20"
-    assert float(run["params"]["lr"]) == pytest.approx(cfg.lr)
-    assert json.loads(run["params"]["milestones"]) == cfg.milestones
+    assert float(run["params"]["lr"]) == pytest.approx(cfg.recipe.lr)
+    assert json.loads(run["params"]["milestones"]) == list(cfg.recipe.milestones)
     assert run["params"]["batch_size"] == "16" and run["params"]["iterations"] == "6"
-    history = metric_history(cfg.tracking_uri, run["run_id"], "train_error")
+    history = metric_history(cfg.tracking.tracking_uri, run["run_id"], "train_error")
     assert [step for step, _ in history] == [row["iteration"] for row in curve]
     assert [value for _, value in history] == pytest.approx([row["train_error"] for row in curve], abs=1e-4)
-    assert [step for step, _ in metric_history(cfg.tracking_uri, run["run_id"], "test_error")] == [3, 6]
-    assert run["metrics"]["final_test_error"] == pytest.approx(final["test_error"])
+    assert [step for step, _ in metric_history(cfg.tracking.tracking_uri, run["run_id"], "test_error")] == [3, 6]
+    assert run["metrics"]["final/test_error"] == pytest.approx(final["test_error"])
     from mlflow.tracking import MlflowClient
 
-    artifacts = {item.path for item in MlflowClient(tracking_uri=cfg.tracking_uri).list_artifacts(run["run_id"])}
+    artifacts = {item.path for item in MlflowClient(tracking_uri=cfg.tracking.tracking_uri).list_artifacts(run["run_id"])}
     assert {"metrics.json", "curve.csv"} <= artifacts
 
 
 def test_imagenet_smoke_run_has_ten_crop_numbers(make_config, tmp_path):
-    cfg = resolve_cell(make_config(), "resnet-18/seed-0")
-    assert cfg.dataset == "imagenet" and cfg.data_source == "synthetic" and cfg.workers == 0
+    cfg = job_of(make_config(), "resnet-18/seed-0")
+    assert cfg.dataset == "imagenet" and cfg.data_source == "synthetic" and cfg.engine.workers == 0
     out = tmp_path / "run"
-    metrics = train(cfg, out, quiet=True)
+    metrics = dataclasses.asdict(train(cfg, out, quiet=True))
     curve = read_curve(out / "curve.csv")
     assert [row["iteration"] for row in curve] == [2, 4]
     assert all(not math.isnan(row["val_error"]) for row in curve)  # centre-crop validation (Figure 4)
@@ -150,14 +150,15 @@ def test_imagenet_smoke_run_has_ten_crop_numbers(make_config, tmp_path):
     assert final["val_error"] == pytest.approx(curve[-1]["val_error"], abs=1e-4)
     run = the_run(cfg)
     assert run["status"] == "FINISHED" and run["tags"]["dataset"] == "imagenet"
-    assert [s for s, _ in metric_history(cfg.tracking_uri, run["run_id"], "train_error")] == [2, 4]
+    assert [s for s, _ in metric_history(cfg.tracking.tracking_uri, run["run_id"], "train_error")] == [2, 4]
 
 
 # ---------------------------------------------------------------------------------------------
 # 2. Interrupted and resumed equals uninterrupted
 # ---------------------------------------------------------------------------------------------
 
-RESUME_RECIPE = dict(batch_size=16, iterations=12, milestones=[8], log_every=2, eval_every=6, checkpoint_every=4)
+RESUME_RECIPE = dict(batch_size=16, iterations=12, milestones=[8], log_every=2, eval_every=6)
+RESUME_ENGINE = dict(checkpoint_every=4)
 
 
 @pytest.fixture(scope="module")
@@ -170,28 +171,28 @@ def resume_setup(tmp_path_factory, cifar_cache_dir, mlflow_template_db):
     try:
         base = tmp_path_factory.mktemp("resume")
         build = config_builder(base, cifar_cache_dir, mlflow_template_db)
-        cfg = resolve_cell(build(cifar10=RESUME_RECIPE), "cifar-resnet-20/seed-0")
-        assert cfg.deterministic and cfg.device == "cpu"
+        cfg = job_of(build(cifar10=RESUME_RECIPE, engine=RESUME_ENGINE), "cifar-resnet-20/seed-0")
+        assert cfg.engine.deterministic and cfg.engine.device == "cpu"
         reference = dataclasses.replace(cfg, experiment="reference")
-        metrics = train(reference, base / "A", quiet=True)
+        metrics = dataclasses.asdict(train(reference, base / "A", quiet=True))
     finally:
         torch.set_num_threads(previous)
     return cfg, base / "A", metrics
 
 
-def start_training(cfg: TrainConfig, out: Path, log: Path) -> subprocess.Popen:
+def start_training(cfg: Job, out: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [PYTHON, "-m", "resnet", "train", "--train-config", json.dumps(cfg.to_dict()), "--out", str(out)],
+        [PYTHON, "-m", "resnet", "train", *job_args(cfg), "--out", str(out)],
         cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
 
 
-def finish_training(cfg: TrainConfig, out: Path) -> subprocess.CompletedProcess:
+def finish_training(cfg: Job, out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [PYTHON, "-m", "resnet", "train", "--train-config", json.dumps(cfg.to_dict()), "--out", str(out), "--quiet"],
+        [PYTHON, "-m", "resnet", "train", *job_args(cfg), "--out", str(out), "--quiet"],
         cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
 
 
-def assert_resumed_equals_reference(cfg: TrainConfig, out: Path, reference: Path, reference_metrics: dict,
+def assert_resumed_equals_reference(cfg: Job, out: Path, reference: Path, reference_metrics: dict,
                                     interruptions: int, clean: bool = True) -> None:
     curve, want = read_curve(out / "curve.csv"), read_curve(reference / "curve.csv")
     iterations = [int(row["iteration"]) for row in curve]
@@ -207,7 +208,7 @@ def assert_resumed_equals_reference(cfg: TrainConfig, out: Path, reference: Path
     run = the_run(cfg)
     assert run["run_id"] == metrics["mlflow_run_id"] == load_checkpoint(out / "checkpoint.pt")["state"]["mlflow_run_id"]
     assert run["status"] == "FINISHED"
-    history = metric_history(cfg.tracking_uri, run["run_id"], "train_error")
+    history = metric_history(cfg.tracking.tracking_uri, run["run_id"], "train_error")
     assert [step for step, _ in history] == iterations
     if clean:  # (a SIGKILL may leave a temporary file of an interrupted write: never a torn file)
         assert no_temporary_files(out) == []
@@ -237,9 +238,9 @@ def test_interrupted_mid_interval_by_sigusr1_resumes_identically(resume_setup, t
     saved = load_checkpoint(out / "checkpoint.pt")
     stopped = saved["state"]["iteration"]
     assert 2 < stopped < 12
-    assert stopped % cfg.log_every != 0 and stopped % cfg.checkpoint_every != 0, (
+    assert stopped % cfg.recipe.log_every != 0 and stopped % cfg.engine.checkpoint_every != 0, (
         f"stopped at {stopped}: the test meant to stop inside a log interval")
-    assert saved["state"]["carried"]["images"] == (stopped % cfg.log_every) * cfg.batch_size
+    assert saved["state"]["carried"]["images"] == (stopped % cfg.recipe.log_every) * cfg.recipe.batch_size
     assert saved["state"]["interruptions"] == 1
     assert no_temporary_files(out) == []
     partial = read_curve(out / "curve.csv")
@@ -257,7 +258,7 @@ def test_killed_after_first_checkpoint_resumes_identically(resume_setup, tmp_pat
     cfg = dataclasses.replace(cfg, experiment="sigkill")
     out = tmp_path / "C"
     process = subprocess.Popen(
-        [PYTHON, "-m", "resnet", "train", "--train-config", json.dumps(cfg.to_dict()), "--out", str(out), "--quiet"],
+        [PYTHON, "-m", "resnet", "train", *job_args(cfg), "--out", str(out), "--quiet"],
         cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
@@ -272,7 +273,7 @@ def test_killed_after_first_checkpoint_resumes_identically(resume_setup, tmp_pat
             process.kill()
     assert not (out / "metrics.json").exists()
     at = load_checkpoint(out / "checkpoint.pt")["state"]["iteration"]
-    assert at % cfg.checkpoint_every == 0 and 0 < at < cfg.iterations
+    assert at % cfg.engine.checkpoint_every == 0 and 0 < at < cfg.recipe.iterations
     result = finish_training(cfg, out)
     assert result.returncode == 0, result.stderr
     assert_resumed_equals_reference(cfg, out, reference, reference_metrics, interruptions=0, clean=False)
@@ -295,16 +296,16 @@ def test_stop_request_turns_signals_into_a_flag_and_restores_handlers():
 
 def test_learning_rate_schedule_with_warmup(make_config):
     config = make_config(cifar10=dict(batch_size=128, iterations=100, milestones=[50, 75]))
-    deep, shallow = resolve_cell(config, "cifar-resnet-110/seed-0"), resolve_cell(config, "cifar-resnet-56/seed-0")
-    assert deep.warmup_lr == pytest.approx(0.01) and deep.warmup_until_train_error == 80.0
-    assert shallow.warmup_lr is None
-    assert learning_rate(deep, 0, warming_up=True) == pytest.approx(0.01)
-    assert learning_rate(deep, 60, warming_up=True) == pytest.approx(0.01)  # warm-up outranks milestones
-    assert learning_rate(deep, 0, warming_up=False) == pytest.approx(0.1)  # back to 0.1, not 0.01
-    assert learning_rate(deep, 49, warming_up=False) == pytest.approx(0.1)
-    assert learning_rate(deep, 50, warming_up=False) == pytest.approx(0.01)
-    assert learning_rate(deep, 75, warming_up=False) == pytest.approx(0.001)
-    assert learning_rate(shallow, 0, warming_up=True) == pytest.approx(0.1)  # no warm-up configured
+    deep, shallow = job_of(config, "cifar-resnet-110/seed-0"), job_of(config, "cifar-resnet-56/seed-0")
+    assert deep.recipe.warmup_lr == pytest.approx(0.01) and deep.recipe.warmup_until_train_error == 80.0
+    assert shallow.recipe.warmup_lr is None
+    assert learning_rate(deep.recipe, 0, warming_up=True) == pytest.approx(0.01)
+    assert learning_rate(deep.recipe, 60, warming_up=True) == pytest.approx(0.01)  # warm-up outranks milestones
+    assert learning_rate(deep.recipe, 0, warming_up=False) == pytest.approx(0.1)  # back to 0.1, not 0.01
+    assert learning_rate(deep.recipe, 49, warming_up=False) == pytest.approx(0.1)
+    assert learning_rate(deep.recipe, 50, warming_up=False) == pytest.approx(0.01)
+    assert learning_rate(deep.recipe, 75, warming_up=False) == pytest.approx(0.001)
+    assert learning_rate(shallow.recipe, 0, warming_up=True) == pytest.approx(0.1)  # no warm-up configured
 
 
 @pytest.mark.parametrize("threshold, ends", [(100.0, True), (0.0, False)], ids=["threshold-met", "never-met"])
@@ -312,11 +313,11 @@ def test_warmup_in_a_real_run(make_config, tmp_path, threshold, ends):
     # ResNet-20 warms up because min_depth is lowered to 20. Threshold 100%: the first interval ends
     # the warm-up unless all of its 64 images were wrong. Threshold 0%: never met.
     warmup = dict(min_depth=20, lr=0.01, until_train_error=threshold)
-    cfg = resolve_cell(make_config(cifar10=dict(warmup=warmup, log_every=4, iterations=8, eval_every=8,
-                                                checkpoint_every=8, milestones=[100])), "cifar-resnet-20/seed-0")
+    cfg = job_of(make_config(cifar10=dict(warmup=warmup, log_every=4, iterations=8, eval_every=8,
+                                          milestones=[6]), engine=dict(checkpoint_every=8)), "cifar-resnet-20/seed-0")
     base, warm = 0.1 * 16 / 128, 0.01 * 16 / 128
-    assert cfg.warmup_lr == pytest.approx(warm)
-    metrics = train(cfg, tmp_path / "run", quiet=True)
+    assert cfg.recipe.warmup_lr == pytest.approx(warm)
+    metrics = dataclasses.asdict(train(cfg, tmp_path / "run", quiet=True))
     curve = read_curve(tmp_path / "run" / "curve.csv")
     assert [row["iteration"] for row in curve] == [4, 8]
     assert curve[0]["lr"] == pytest.approx(warm)
@@ -338,23 +339,23 @@ def test_ddp_two_processes_on_cpu(make_config, tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(PYTHON).parent / "torchrun")
     if not Path(torchrun).exists():
         pytest.skip("torchrun not installed")
-    cfg = resolve_cell(make_config(imagenet=dict(batch_size=8, iterations=4, log_every=1, eval_every=4,
-                                                 checkpoint_every=4, milestones=[3])), "resnet-18/seed-0")
+    cfg = job_of(make_config(imagenet=dict(batch_size=8, iterations=4, log_every=1, eval_every=4, milestones=[3]),
+                             engine=dict(checkpoint_every=4)), "resnet-18/seed-0")
     out = tmp_path / "ddp"
     result = subprocess.run(
         [torchrun, "--standalone", "--nproc_per_node=2", "-m", "resnet", "train",
-         "--train-config", json.dumps(cfg.to_dict()), "--out", str(out), "--quiet"],
+         *job_args(cfg), "--out", str(out), "--quiet"],
         cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "done" and metrics["provenance"]["world_size"] == 2
-    assert metrics["config"]["batch_size"] == 8  # the global batch
+    assert metrics["recipe"]["batch_size"] == 8  # the global batch
     assert metrics["final"]["top1_10crop"] >= metrics["final"]["top5_10crop"]
     curve = read_curve(out / "curve.csv")
     assert [row["iteration"] for row in curve] == [1, 2, 3, 4]
     run = the_run(cfg)
     assert run["status"] == "FINISHED" and run["run_id"] == metrics["mlflow_run_id"]
-    assert [s for s, _ in metric_history(cfg.tracking_uri, run["run_id"], "train_error")] == [1, 2, 3, 4]
+    assert [s for s, _ in metric_history(cfg.tracking.tracking_uri, run["run_id"], "train_error")] == [1, 2, 3, 4]
 
     # The global batch of 8 is preserved: iteration 1 (the first row) is the initial model on the
     # same 8 images as a single process would take, split 4 + 4 over the ranks. In training mode BN
@@ -363,15 +364,15 @@ def test_ddp_two_processes_on_cpu(make_config, tmp_path):
     from resnet import data
     from resnet.models import build_model
 
-    root = data.resolve_imagenet_root(cfg.data_source, cfg.cache_dir)
-    args = dict(root=root, batch_size=8, seed=cfg.seed, short_side=tuple(cfg.train_short_side), crop=cfg.crop,
+    root = data.resolve_imagenet_root(cfg.data_source, cfg.data.cache)
+    args = dict(root=root, batch_size=8, seed=cfg.recipe.seed, short_side=tuple(cfg.recipe.train_short_side), crop=cfg.recipe.crop,
                 workers=0)
     _, whole_labels = next(data.imagenet_train_loader(**args))
     halves = [next(data.imagenet_train_loader(rank=rank, world_size=2, **args)) for rank in (0, 1)]
     assert [len(labels) for _, labels in halves] == [4, 4]
     assert sorted(torch.cat([labels for _, labels in halves]).tolist()) == sorted(whole_labels.tolist())
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, num_classes=10).train()
+    torch.manual_seed(cfg.recipe.seed)
+    model = build_model(cfg.recipe.model, num_classes=10).train()
     losses, wrong = [], 0
     with torch.no_grad():
         for images, labels in halves:
@@ -389,13 +390,13 @@ def test_ddp_two_processes_on_cpu(make_config, tmp_path):
 
 @pytest.mark.slow
 def test_resnet20_learns_cifar10(make_config, tmp_path):
-    cfg = resolve_cell(make_config(cifar10=dict(
+    cfg = job_of(make_config(cifar10=dict(
         batch_size=128, lr=0.1, iterations=LEARN_ITERATIONS, milestones=[LEARN_DROP], train_subset=10_000,
-        test_subset=2_000, val_size=500, log_every=50, eval_every=LEARN_ITERATIONS,
-        checkpoint_every=LEARN_ITERATIONS)), "cifar-resnet-20/seed-0")
-    assert cfg.lr == pytest.approx(0.1)
+        test_subset=2_000, val_size=500, log_every=50, eval_every=LEARN_ITERATIONS),
+        engine=dict(checkpoint_every=LEARN_ITERATIONS)), "cifar-resnet-20/seed-0")
+    assert cfg.recipe.lr == pytest.approx(0.1)
     started = time.perf_counter()
-    metrics = train(cfg, tmp_path / "run", quiet=True)
+    metrics = dataclasses.asdict(train(cfg, tmp_path / "run", quiet=True))
     seconds = time.perf_counter() - started
     accuracy = 100.0 - metrics["final"]["test_error"]
     print(f"ResNet-20, {LEARN_ITERATIONS} iterations of 128 on 10k CIFAR-10 images: test accuracy "

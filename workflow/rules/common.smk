@@ -6,22 +6,22 @@ import shlex
 import sys
 from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
-
 from resnet.config import ConfigError, load_config, plan_cells
 from resnet.job import resolve_cell, settings_json
 from resnet.records import Metrics, RecordError
 
 
-def _validated(raw):
-    try:
-        return load_config(raw)
-    except ConfigError as error:
-        # One line naming the key and the fix; Snakemake then stops with a non-zero exit.
-        raise WorkflowError(f"config.yaml: {error}") from None
+def _refuse(error):
+    """Bad input: one line naming the key and the fix, exit status 2, before any job starts."""
+    print(f"error: config.yaml: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
-CONFIG = _validated(dict(config))  # typed and frozen; `config` stays Snakemake's raw mapping
+try:
+    CONFIG = load_config(dict(config))
+except ConfigError as error:
+    _refuse(error)
+# CONFIG is typed and frozen; `config` stays Snakemake's raw mapping.
 SCALE = CONFIG.scale  # a checked name: it becomes a folder
 PYTHON = shlex.quote(sys.executable)  # jobs run in the environment Snakemake runs in (not a param)
 RUNS = f"results/runs/{SCALE}"
@@ -38,7 +38,7 @@ def _preflight():
     try:
         check(CONFIG, local=workflow.local_exec)
     except ConfigError as error:
-        raise WorkflowError(f"config.yaml: {error}") from None
+        _refuse(error)
 
 
 _preflight()

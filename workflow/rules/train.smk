@@ -52,7 +52,7 @@ rule train:
     # trainer's (75 after a checkpoint on a signal). Every value is quoted for the shell (:q).
     shell:
         "{PYTHON} -m resnet train --launch --record-failure --out {params.out:q} "
-        "--recipe {params.recipe:q} --settings {SETTINGS} --retry-of {params.retry_of:q} "
+        "--recipe {params.recipe:q} --settings {SETTINGS} --retry-of={params.retry_of:q} "
         ">> {log:q} 2>&1 & trainer=$!; "
         "trap 'kill -TERM $trainer 2>/dev/null' TERM; "
         "trap 'kill -USR1 $trainer 2>/dev/null' USR1; "
