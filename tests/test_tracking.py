@@ -161,7 +161,8 @@ def test_mlflow_sync_rebuilds_a_deleted_store_once(cell, tmp_path):
     assert run["tags"]["replaces_run"] == old["mlflow_run_id"]
     assert run["tags"]["mlflow.source.git.commit"] == old["provenance"]["git"]["commit"]
     assert "Table 6, row ResNet-20" in run["tags"]["mlflow.note.content"]
-    assert run["params"]["recipe.model"] == "cifar-resnet-20" and run["params"]["recipe.iterations"] == "6"
+    assert run["params"]["model"] == "cifar-resnet-20" and run["params"]["iterations"] == "6"
+    assert run["params"]["engine.device"] == "cpu"
     assert run["inputs"] and old["data"]["content_hash"].startswith(run["inputs"][0]["digest"])
     assert_run_has_the_curve(store, run, out)
     assert {"metrics.json", "curve.csv"} <= set(artifacts_of(store_uri(store), run["run_id"]))
