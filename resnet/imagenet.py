@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from resnet import runfiles
 from resnet.data import DataError, derive_seed
 
 # Deviation: the paper subtracts the per-pixel mean. With scale augmentation (shorter side in
@@ -138,6 +140,7 @@ def make_synthetic_imagenet(out_dir: str | Path, num_classes: int = 10, train_pe
                         "or new folder for it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    staging.chmod(0o777 & ~runfiles.umask())  # mkdtemp makes 0700; the set is for everyone the umask allows
     try:
         rng = np.random.default_rng(seed)
         for split, per_class in (("train", train_per_class), ("val", val_per_class)):
@@ -355,7 +358,12 @@ class ResumableSampler(Sampler):
 
 
 def _loader_options(workers: int) -> dict:
-    return dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+    options = dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+    if workers > 0 and "nvidia.dali.backend" in sys.modules:
+        # A process running DALI pipelines has DALI's threads; a fork() of it can deadlock in the
+        # child (a lock held by a thread that does not exist there). Workers start fresh instead.
+        options["multiprocessing_context"] = "spawn"
+    return options
 
 
 def one_line(error: DataError) -> DataError:

@@ -1,0 +1,267 @@
+"""The ImageNet input paths: DALI's pipeline (its CPU backend here) against the PIL loader.
+
+Both loaders take their crops from resnet.imagenet.train_crop / centre_crop; these tests check
+that DALI executes them as PIL does (the same images in the same order, crops within a grey
+level or two), that a trained net predicts the same through either, that TenCrop's 10-crop gives
+the hand-written 10 crops' predictions, and the one-line errors. DALI's GPU decoder ("mixed")
+cannot run here; benchmarks/gpu.py's `imagenet` section runs the same pipeline on a GPU.
+DALI is the optional `dali` extra, part of the test install (`bash scripts/install.sh --test`);
+without it the DALI tests skip, and fail under CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnet import imagenet, imagenet_dali, imagenet_eval
+from resnet.data import DataError, make_synthetic_imagenet
+
+
+def need_dali() -> None:
+    if not imagenet_dali.dali_available():
+        message = "NVIDIA DALI is not installed (bash scripts/install.sh --test installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory) -> Path:
+    """Smoke-size JPEGs (40-72 px sides): crops of 32 from shorter sides in [36, 48] (upsampling)."""
+    return make_synthetic_imagenet(tmp_path_factory.mktemp("small") / "set", num_classes=4, train_per_class=6,
+                                   val_per_class=3)
+
+
+@pytest.fixture(scope="module")
+def large_set(tmp_path_factory) -> Path:
+    """ImageNet-size JPEGs (300-500 px sides): the paper's 224 crops from shorter sides in [256, 480]."""
+    return make_synthetic_imagenet(tmp_path_factory.mktemp("large") / "set", num_classes=2, train_per_class=4,
+                                   val_per_class=3, min_side=300, max_side=500, seed=1)
+
+
+SMALL = dict(short_side=(36, 48), crop=32)
+
+
+def pixels_of(x: torch.Tensor) -> torch.Tensor:
+    """Finished training batches back in grey levels (the offsets cancel between two loaders)."""
+    return x * 255
+
+
+# ---------------------------------------------------------------------------------------------
+# The device-side finish and the choice of loader
+# ---------------------------------------------------------------------------------------------
+
+
+def test_finish_batch_is_channels_last_and_exact():
+    images = torch.randint(0, 256, (2, 5, 6, 3), dtype=torch.uint8)
+    offsets = torch.tensor([[0.01, -0.02, 0.03], [0.0, 0.0, 0.0]])
+    x = imagenet.finish_batch(images, offsets, channels_last=True)
+    assert x.shape == (2, 3, 5, 6) and x.is_contiguous(memory_format=torch.channels_last)
+    expected = (images.permute(0, 3, 1, 2).float() / 255 + offsets.view(2, 3, 1, 1)
+                - torch.tensor(imagenet.IMAGENET_MEAN).view(1, 3, 1, 1))
+    torch.testing.assert_close(x, expected, rtol=0, atol=1e-6)
+    assert imagenet.finish_batch(images, offsets).is_contiguous()
+
+
+def test_pick_loader(monkeypatch):
+    assert imagenet.pick_loader("pil", "cuda") == "pil"
+    assert imagenet.pick_loader("auto", "cpu") == "pil"  # DALI's CPU backend only when asked for
+    with pytest.raises(DataError, match="data.imagenet_loader is 'fast'"):
+        imagenet.pick_loader("fast", "cpu")
+    monkeypatch.setattr(imagenet_dali, "dali_available", lambda: False)  # DALI cannot be uninstalled here
+    with pytest.raises(DataError) as caught:
+        imagenet.pick_loader("dali", "cuda")
+    message = str(caught.value)
+    assert "\n" not in message and "data.imagenet_loader is 'dali'" in message and "not installed" in message
+    assert "install.sh --dali" in message
+    assert imagenet.pick_loader("auto", "cuda") == "pil"  # auto falls back
+
+
+def test_auto_picks_dali_on_cuda_when_installed():
+    need_dali()
+    assert imagenet.pick_loader("auto", "cuda") == "dali" and imagenet.pick_loader("dali", "cpu") == "dali"
+
+
+# ---------------------------------------------------------------------------------------------
+# Equivalence: the same samples, the same crops
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["small", "large"])
+def test_dali_training_crops_equal_pil(which, small_set, large_set):
+    need_dali()
+    root, sizes = (small_set, SMALL) if which == "small" else (large_set, dict(short_side=(256, 480), crop=224))
+    options = dict(batch_size=4, seed=5, workers=0, **sizes)
+    pil, dali = imagenet.imagenet_train_loader(root, **options), imagenet_dali.dali_train_loader(root, **options)
+    for _ in range(3):  # past the first epoch of the large set (8 images)
+        (x, y), (dx, dy) = next(pil), next(dali)
+        assert torch.equal(y, dy)  # the same images in the same order
+        gap = (pixels_of(x) - pixels_of(dx)).abs().round()
+        # Measured: at most 1 grey level (mean 0.2), except where a crop touches the image's own
+        # border: PIL renormalises the cut-off filter there, DALI repeats the edge pixel (up to 3).
+        assert float(gap.max()) <= 3 and float(gap.mean()) < 0.3 and float((gap > 1).float().mean()) < 0.002
+
+
+def test_dali_crop_window_is_the_whole_image_crop(large_set):
+    """Decoding only the crop's region (plus the filter's reach) changes nothing: the crop equals
+    the box resampled from the whole decoded image."""
+    need_dali()
+    dataset = imagenet.ImageNetTrainSet(large_set)
+    for index, seed in [(0, 3), (5, 8)]:
+        image = imagenet._open_rgb(dataset.samples[index][0])
+        spec = imagenet.train_crop(image.size, seed, (256, 480), 224)
+        anchor, shape, start, end = imagenet_dali.slice_window(image.size, spec.box, 224)
+        region = image.crop((anchor[1], anchor[0], anchor[1] + shape[1], anchor[0] + shape[0]))
+        moved = (start[1], start[0], end[1], end[0])
+        whole = imagenet.crop_pixels(image, spec, 224).astype(int)
+        assert np.abs(imagenet.crop_pixels(region, spec._replace(box=moved), 224).astype(int) - whole).max() <= 1
+
+
+def test_dali_resume_and_ddp_shards_match_pil(small_set):
+    need_dali()
+    options = dict(batch_size=8, seed=2, workers=0, **SMALL)
+    whole = [next_batch for next_batch, _ in zip(imagenet_dali.dali_train_loader(small_set, **options), range(4))]
+    resumed = imagenet_dali.dali_train_loader(small_set, start_sample=16, **options)
+    assert all(torch.equal(next(resumed)[0], whole[k][0]) for k in (2, 3))
+    for rank in (0, 1):
+        shard = next(imagenet_dali.dali_train_loader(small_set, rank=rank, world_size=2, **options))
+        pil_shard = next(imagenet.imagenet_train_loader(small_set, rank=rank, world_size=2, **options))
+        assert torch.equal(shard[0], whole[0][0][rank::2]) and torch.equal(shard[1], pil_shard[1])
+
+
+def test_dali_reader_processes_give_the_same_batches(small_set):
+    """DALI's parallel external source (reader processes, spawned) = reading in the process."""
+    need_dali()
+    options = dict(batch_size=8, seed=7, workers=2, **SMALL)
+    serial = imagenet_dali.dali_train_loader(small_set, readers=0, **options)
+    parallel = imagenet_dali.dali_train_loader(small_set, readers=2, **options)
+    for _ in range(3):
+        (x, y), (px, py) = next(serial), next(parallel)
+        assert torch.equal(x, px) and torch.equal(y, py)
+
+
+def test_dali_validation_equals_pil_and_repeats(small_set):
+    need_dali()
+    pil = list(imagenet_eval.imagenet_val_loader(small_set, batch_size=5, resize=36, crop=32, workers=0))
+    dali = imagenet_dali.dali_val_loader(small_set, batch_size=5, resize=36, crop=32, workers=0)
+    for _ in range(2):  # the pipeline is kept between passes; each pass is the whole set once
+        batches = list(dali)
+        assert [tuple(x.shape) for x, _ in batches] == [(5, 3, 32, 32), (5, 3, 32, 32), (2, 3, 32, 32)]
+        assert torch.cat([y for _, y in batches]).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+        gap = max(float((x - dx).abs().max()) for (x, _), (dx, _) in zip(pil, batches))
+        assert gap * 255 <= 2.01
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions of a trained net: DALI's centre crop = PIL's; TenCrop = the hand-written 10 crops
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(small_set):
+    """ResNet-18 (the smoke cells' net) trained briefly on the small set through the PIL loader."""
+    from resnet.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet-18", num_classes=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    stream = imagenet.imagenet_train_loader(small_set, batch_size=16, seed=0, workers=0, **SMALL)
+    for _ in range(15):
+        x, y = next(stream)
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model.eval()
+
+
+def predictions(model, batches) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(x).argmax(1) for x, _ in batches])
+
+
+def test_centre_crop_predictions_equal_through_dali(trained, small_set):
+    need_dali()
+    pil = predictions(trained, imagenet_eval.imagenet_val_loader(small_set, 4, resize=36, crop=32, workers=0))
+    dali = predictions(trained, imagenet_dali.dali_val_loader(small_set, 4, resize=36, crop=32, workers=0))
+    labels = torch.tensor([label for _, label in imagenet_eval.ImageNetEvalSet(small_set, 36, 32).samples])
+    assert (pil == labels).float().mean() > 0.5  # it learned something: predictions carry information
+    assert torch.equal(pil, dali)
+
+
+def hand_ten_crop(image: Image.Image, resize: int, crop: int) -> torch.Tensor:
+    """The 10 crops written out: 4 corners and the centre ((side - crop) // 2), then their mirrors."""
+    image = imagenet_eval._resize_shorter(image, resize)
+    width, height = image.size
+    corners = [(0, 0), (width - crop, 0), (0, height - crop), (width - crop, height - crop),
+               ((width - crop) // 2, (height - crop) // 2)]
+    views = [np.array(image.crop((x, y, x + crop, y + crop))) for x, y in corners]
+    views += [view[:, ::-1] for view in views]
+    return torch.from_numpy(np.stack(views).copy())
+
+
+def test_tencrop_gives_the_hand_written_ten_crop_predictions(trained, small_set):
+    dataset = imagenet_eval.ImageNetEvalSet(small_set, 36, 32, ten_crop=True)
+    with torch.no_grad():
+        for index, (file, _) in enumerate(dataset.samples):
+            ours, _ = dataset[index]
+            theirs = hand_ten_crop(imagenet._open_rgb(file), 36, 32)
+            scores = [trained(imagenet.finish_batch(views, None)).softmax(1).mean(0) for views in (ours, theirs)]
+            assert int(scores[0].argmax()) == int(scores[1].argmax())
+            assert float((scores[0] - scores[1]).abs().max()) < 0.02
+    # the same views, up to order, where TenCrop's centre rounds as (side - crop) // 2 does
+    image = imagenet._open_rgb(dataset.samples[0][0])
+    if all((side - 32) % 2 == 0 for side in imagenet._shorter_side_size(image.size, 36)):
+        ours, theirs = dataset[0][0], hand_ten_crop(image, 36, 32)
+        assert sorted(map(bytes, ours.numpy())) == sorted(map(bytes, theirs.numpy()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line naming the file or the folder
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def corrupt_set(small_set, tmp_path) -> tuple[Path, Path]:
+    import shutil
+
+    root = tmp_path / "corrupt"
+    shutil.copytree(small_set, root)
+    victim = sorted((root / "train" / "synthetic_n0001").iterdir())[2]
+    data = victim.read_bytes()
+    victim.write_bytes(data[:200] + bytes(len(data) - 200))  # a valid header, then zeros
+    return root, victim
+
+
+def test_corrupt_training_jpeg_is_one_line_naming_it(corrupt_set):
+    root, victim = corrupt_set
+    options = dict(batch_size=24, seed=0, **SMALL)  # one batch holds the whole set
+    # PIL's workers: in a process that has run DALI pipelines they are spawned, not forked (a fork
+    # of DALI's threads can deadlock); this test runs after DALI tests and hung before that.
+    loaders = [(imagenet.imagenet_train_loader, dict(workers=2))]
+    if imagenet_dali.dali_available():
+        loaders.append((imagenet_dali.dali_train_loader, dict(workers=0)))
+    for make, extra in loaders:
+        with pytest.raises(DataError) as caught:
+            next(make(root, **options, **extra))
+        message = str(caught.value)
+        assert "\n" not in message and victim.name in message, (make.__name__, message)
+
+
+def test_missing_class_folder_in_val_is_one_line(small_set, tmp_path):
+    import shutil
+
+    root = tmp_path / "missing"
+    shutil.copytree(small_set, root)
+    shutil.rmtree(root / "val" / "synthetic_n0002")
+    for attempt in (lambda: imagenet.resolve_imagenet_root(root, tmp_path),
+                    lambda: imagenet_eval.imagenet_val_loader(root, 4, 36, 32, workers=0)):
+        with pytest.raises(DataError) as caught:
+            attempt()
+        message = str(caught.value)
+        assert "\n" not in message and "lacks the class folder 'synthetic_n0002'" in message
