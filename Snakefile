@@ -2,10 +2,13 @@
 # paper table cell, then Tables 1, 2, 3, 6 and Figures 1, 4, 6, 7 rebuilt in results/.
 #
 #   snakemake --cores 2                       # the configured plan (config.yaml; default: smoke scale)
-#   snakemake --cores 8 --profile slurm       # the same plan as SLURM jobs
+#   snakemake --cores 8 --profile slurm       # the plan as SLURM jobs, at the paper's scale (slurm/)
 #   snakemake --cores 2 --config scale=paper  # override any config key on the command line
 
 configfile: "config.yaml"
+# `snakemake --report report.html`: this description (scale, summary, failed cells) on the front
+# page; tables, figures and per-cell curves as results (report(...) in workflow/rules/report.smk).
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

@@ -145,6 +145,8 @@ if [ "$WITH_DBD" = 1 ]; then
     accounting="AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
+# sacct's AllocTRES then lists the GPUs a job held (gres/gpu=N), not only CPUs, memory and nodes
+AccountingStorageTRES=gres/gpu
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30"
 else

@@ -8,6 +8,10 @@ and results/ must hold the same tables and the same reproduced numbers as the sa
 thread is reproducible bit for bit, so numbers are compared exactly as written; only timings
 (throughput, wall time, dates, hosts, job ids) may differ.
 
+The two CIFAR cells are packed into one SLURM job (config resources.cifar_cells_per_job: 2, Snakemake's
+job group "cifar"): one job id, one GPU, their CPUs and memory added up, both training side by side,
+and each with the numbers it has when trained alone (the local run trains one cell per job).
+
 Job status is checked with squeue (the profile's default, which also works without accounting);
 tests/test_slurm_resubmit.py uses sacct.
 """
@@ -37,7 +41,9 @@ pytest_plugins = ["tests.support.workflow"]
 
 pytestmark = pytest.mark.slow
 
-SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: .*/rule_(\w+)/(?:([^/]*)/)?\d+\.log\)")
+# rule_<rule>/<wildcards>/<jobid>.log for one job, group_<group>_<rules>/<jobid>.log for a group job
+SUBMITTED = re.compile(r"Job \S+ has been submitted with SLURM jobid (\d+) \(log: .*/(?:rule|group)_(\w+)/(?:([^/]*)/)?\d+\.log\)")
+CIFAR_CELLS_PER_JOB = 2
 # table columns that are measurements of the machine, not reproduced numbers
 TIMING = re.compile(r"time|per_s|/s|second|hour|minute|date|host|device|commit|job|gpu_h|throughput", re.I)
 
@@ -47,7 +53,8 @@ def slurm_run(slurm_cluster, tmp_path_factory):  # noqa: F811
     if not CIFAR_TARBALL.is_file():
         pytest.skip(f"real CIFAR-10 tarball not found at {CIFAR_TARBALL}")
     repo = copy_repo(tmp_path_factory.mktemp("smoke-slurm"))
-    write_overrides(repo, SMOKE_OVERRIDES)
+    write_overrides(repo, {**SMOKE_OVERRIDES, "resources": {**SMOKE_OVERRIDES["resources"],
+                                                            "cifar_cells_per_job": CIFAR_CELLS_PER_JOB}})
     t0 = time.monotonic()
     # The profile's own scale is the paper's (tests/test_slurm_profile.py); this run asks for smoke.
     proc = run_snakemake(repo, "--cores", "8", "--profile", "slurm", "--configfile", "test-overrides.yaml",
@@ -59,9 +66,10 @@ def slurm_run(slurm_cluster, tmp_path_factory):  # noqa: F811
 
 def test_every_training_job_went_through_sbatch(slurm_run):
     submitted = SUBMITTED.findall(slurm_run["log"])
-    train_jobs = {job for job, rule, _ in submitted if rule == "train"}
+    train_jobs = {job for job, rule, _ in submitted if rule in ("train", "cifar_train")}
     cells = run_folders(slurm_run["repo"])
-    assert cells and len(train_jobs) == len(cells), (sorted(cells), submitted)
+    # one job per ImageNet cell, one for the pair of CIFAR cells
+    assert cells and len(train_jobs) == len(cells) - 1, (sorted(cells), submitted)
     for cell, folder in cells.items():
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["status"] == "done", (cell, metrics.get("reason"))
@@ -72,6 +80,31 @@ def test_every_training_job_went_through_sbatch(slurm_run):
         assert record == {"State": "COMPLETED", "ExitCode": "0:0"}, (job, record)
     # the report jobs went through SLURM too
     assert {rule for _, rule, _ in submitted} >= {"train", "table", "figure", "summary"}
+
+
+def test_cifar_cells_share_one_gpu_job_side_by_side(slurm_run):
+    cells = run_folders(slurm_run["repo"])
+    job_of = {cell: json.loads((folder / "metrics.json").read_text())["provenance"]["slurm_job_id"]
+              for cell, folder in cells.items()}
+    cifar = sorted(cell for cell in cells if cell.startswith("cifar-"))
+    imagenet = sorted(cell for cell in cells if not cell.startswith("cifar-"))
+    assert len(cifar) == CIFAR_CELLS_PER_JOB and len({job_of[cell] for cell in cifar}) == 1, job_of
+    assert len({job_of[cell] for cell in imagenet}) == len(imagenet), job_of  # one job each
+    assert not {job_of[cell] for cell in imagenet} & {job_of[cifar[0]]}
+    job = job_of[cifar[0]]
+    # what the job held: one GPU, one node, each cell's CPUs and memory (SMOKE_OVERRIDES: 1 CPU, 2000 MB)
+    tres = dict(item.split("=", 1) for item in slurm_run["cluster"].accounting(
+        int(job), fields=("AllocTRES",))["AllocTRES"].split(","))
+    assert (tres["gres/gpu"], tres["node"], tres["cpu"]) == ("1", "1", str(CIFAR_CELLS_PER_JOB)), tres
+    assert tres["mem"] in (f"{2000 * CIFAR_CELLS_PER_JOB}M", f"{2000 * CIFAR_CELLS_PER_JOB / 1000:g}G"), tres
+    # side by side: inside the job, Snakemake started every cell's rule before the first one finished
+    # (packed one after another, the job's log would read start, finish, start, finish)
+    log = next((slurm_run["repo"] / ".snakemake" / "slurm_logs").glob(f"group_*/{job}.log")).read_text()
+    assert log.split("Finished jobid")[0].count("localrule train:") == CIFAR_CELLS_PER_JOB, log[-4000:]
+    # each cell kept its own log and MLflow run id
+    assert len({json.loads((cells[cell] / "metrics.json").read_text())["mlflow_run_id"] for cell in cifar}) == 2
+    for cell in cifar:
+        assert f"[{cell}]" in (slurm_run["repo"] / "results/logs/smoke" / f"{cell}.log").read_text()
 
 
 def test_same_cells_and_numbers_as_a_local_run(slurm_run, smoke_results_local):

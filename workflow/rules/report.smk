@@ -16,6 +16,8 @@ ARTEFACTS = (
     [f"results/{name}.csv" for name in TABLES]
     + [f"results/{name}.png" for name in FIGURES]
     + ["results/README.md"]
+    # for `snakemake --report report.html`: each cell's curve, the summary as HTML (workflow/report/)
+    + [f"results/curves/{SCALE}", "results/README.html"]
 )
 
 
@@ -23,7 +25,8 @@ rule table:
     input:
         metrics=artefact_inputs,
     output:
-        csv="results/{name}.csv",
+        csv=report("results/{name}.csv", category="Paper tables", caption="../report/table.rst",
+                   labels=lambda w: {"table": w.name.replace("table", "Table ")}),
         md="results/{name}.md",
     log:
         "results/logs/report/{name}.log",
@@ -39,7 +42,8 @@ rule figure:
     input:
         metrics=artefact_inputs,
     output:
-        png="results/{name}.png",
+        png=report("results/{name}.png", category="Paper figures", caption="../report/figure.rst",
+                   labels=lambda w: {"figure": w.name.replace("figure", "Figure ")}),
         pdf="results/{name}.pdf",
     log:
         "results/logs/report/{name}.log",
@@ -64,3 +68,33 @@ rule summary:
         "../../environment.yml"
     script:
         "../scripts/report.py"
+
+
+# The Snakemake report (`snakemake --report report.html`): one page per cell's curve, and the summary
+# as HTML for the report's front page (the `report:` description in the Snakefile includes it).
+rule curves:
+    input:
+        metrics=run_metrics(CELLS),
+    output:
+        report(directory(f"results/curves/{SCALE}"), patterns=["{model}/seed-{seed}.png"],
+               category="Per-cell curves", subcategory="{model}", caption="../report/curve.rst",
+               labels={"model": "{model}", "seed": "{seed}"}),
+    log:
+        "results/logs/report/curves.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/curves.py"
+
+
+rule summary_html:
+    input:
+        "results/README.md",
+    output:
+        "results/README.html",
+    # Runs in the Snakemake process (no job start-up); Python-Markdown renders the summary's Markdown.
+    run:
+        import markdown
+        from resnet.runfiles import atomic_write_text
+
+        atomic_write_text(Path(output[0]), markdown.markdown(Path(input[0]).read_text(), extensions=["tables"]))
