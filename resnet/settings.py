@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"  # names that become folders, wildcards or tags
+_YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -94,6 +95,8 @@ def _scalar(hint: Any, value: Any, key: str, meta: dict) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _fail(key, f"expected an integer, got {value!r}", meta)
     elif hint is float:
+        if isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
+            value = float(value)  # PyYAML reads 1e6 and 1e-4 (no dot) as strings: YAML 1.1's float syntax
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _fail(key, f"expected a number, got {value!r}", meta)
         if not math.isfinite(value):

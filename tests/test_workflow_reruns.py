@@ -79,12 +79,38 @@ def dry_run(repo: Path, overrides: dict) -> set[str]:
     return planned_trains(proc.stdout)
 
 
-def test_only_recipe_changes_rerun_cells(repo, cifar_cache_dir, tmp_path):
+def test_failed_cells_are_retried_and_only_recipe_changes_rerun_cells(repo, cifar_cache_dir, tmp_path):
     base = plan(cifar_cache_dir)
     write_overrides(repo, base, "base.yaml")
     assert dry_run(repo, base) == set(CELLS)  # nothing trained yet: both cells planned
+    broken = repo / "results" / "runs" / "smoke" / "cifar-resnet-20" / "seed-0"
+    broken.mkdir(parents=True)
+    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")  # bad input only the job can see
+
     first = run_snakemake(repo, "--cores", "2", "--configfile", "base.yaml")
     assert first.returncode == 0, first.stdout[-6000:]
+    failed = json.loads((broken / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "checkpoint" in failed["reason"] and failed["failure_id"]
+    log = (repo / "results" / "logs" / "smoke" / "cifar-resnet-20" / "seed-0.log").read_text()
+    assert log.count("failed: cifar-resnet-20/seed-0") == 1, log  # recorded once, not resubmitted
+    assert "Trying to restart" not in first.stdout
+    assert table6_status(repo) == {"cifar-resnet-20": "failed"}
+
+    # A dry run (and --unlock, --list-rules, --summary) lists the retry and writes nothing.
+    before = snapshot(repo)
+    assert dry_run(repo, base) == {"cifar-resnet-20/seed-0"}
+    for args in (["--unlock"], ["--list-rules"], ["--summary"]):
+        proc = run_snakemake(repo, *args, "--cores", "1", "--configfile", "base.yaml", log_name="other.log")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+    assert snapshot(repo) == before
+
+    # The cause removed, the next run retries the cell and it ends done; then nothing is left to do.
+    (broken / "checkpoint.pt").unlink()
+    second = run_snakemake(repo, "--cores", "2", "--configfile", "base.yaml")
+    assert second.returncode == 0, second.stdout[-6000:]
+    done = json.loads((broken / "metrics.json").read_text())
+    assert done["status"] == "done" and done["retry_of"] == failed["failure_id"]
+    assert table6_status(repo) == {"cifar-resnet-20": "done"}
     assert dry_run(repo, base) == set()
 
     # Engine, data location, store and resources: nothing to do, no cell retrains.
@@ -102,40 +128,7 @@ def test_only_recipe_changes_rerun_cells(repo, cifar_cache_dir, tmp_path):
     assert dry_run(repo, warm) == {"cifar-resnet-20/seed-0"}
     # One that touches both.
     assert dry_run(repo, plan(cifar_cache_dir, scales={"smoke": {"cifar10": {"iterations": 6}}})) == set(CELLS)
-    # A warm-up threshold no cell of the plan reaches: nothing.
+    # A warm-up change no cell of the plan is deep enough for: nothing.
     deep_only = plan(cifar_cache_dir, recipes={"cifar10": {"warmup": {"min_depth": 110, "lr": 0.02,
                                                                       "until_train_error": 70.0}}})
     assert dry_run(repo, deep_only) == set()
-
-
-def test_failed_cell_is_retried_by_the_next_run_and_dry_runs_change_nothing(repo, cifar_cache_dir):
-    base = plan(cifar_cache_dir)
-    write_overrides(repo, base, "base.yaml")
-    broken = repo / "results" / "runs" / "smoke" / "cifar-resnet-20" / "seed-0"
-    broken.mkdir(parents=True)
-    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")  # bad input inside the job
-
-    first = run_snakemake(repo, "--cores", "2", "--configfile", "base.yaml")
-    assert first.returncode == 0, first.stdout[-6000:]
-    failed = json.loads((broken / "metrics.json").read_text())
-    assert failed["status"] == "failed" and "checkpoint" in failed["reason"] and failed["failure_id"]
-    log = (repo / "results" / "logs" / "smoke" / "cifar-resnet-20" / "seed-0.log").read_text()
-    assert log.count("failed: cifar-resnet-20/seed-0") == 1, log  # recorded once, not resubmitted
-    assert table6_status(repo) == {"cifar-resnet-20": "failed"}
-
-    # A dry run (and --unlock, --list-rules) lists the retry and writes nothing.
-    before = snapshot(repo)
-    assert dry_run(repo, base) == {"cifar-resnet-20/seed-0"}
-    for args in (["--unlock"], ["--list-rules"], ["--summary"]):
-        proc = run_snakemake(repo, *args, "--cores", "1", "--configfile", "base.yaml", log_name="other.log")
-        assert proc.returncode == 0, proc.stdout[-3000:]
-    assert snapshot(repo) == before
-
-    # The cause removed, the next run retries the cell and it ends done; then nothing is left to do.
-    (broken / "checkpoint.pt").unlink()
-    second = run_snakemake(repo, "--cores", "2", "--configfile", "base.yaml")
-    assert second.returncode == 0, second.stdout[-6000:]
-    done = json.loads((broken / "metrics.json").read_text())
-    assert done["status"] == "done" and done["retry_of"] == failed["failure_id"]
-    assert table6_status(repo) == {"cifar-resnet-20": "done"}
-    assert dry_run(repo, base) == set()
