@@ -118,7 +118,7 @@ def test_chromium_draws_every_figure_of_the_report(report, tmp_path):
     probe = tmp_path / "report-probe.html"
     head, _, tail = report["page"].rpartition("</body>")  # the page's own end (scripts hold the word too)
     probe.write_text(head + PROBE.replace("SHOW", json.dumps("results/figure6.png")) + "</body>" + tail)
-    dom = chromium_dump_dom(probe.as_uri(), timeout=120)
+    dom = chromium_dump_dom(probe.as_uri(), timeout=240)
     found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
     assert found, dom[-3000:]
     decoded = json.loads(html.unescape(found.group(1)))
@@ -130,6 +130,6 @@ def test_chromium_draws_every_figure_of_the_report(report, tmp_path):
     for name in FIGURES:
         assert f"{name}.png" in dom
     assert "Per-cell curves" in dom and "Paper tables" in dom
-    shot = chromium_screenshot(probe.as_uri(), tmp_path / "figure6.png", timeout=120)
+    shot = chromium_screenshot(probe.as_uri(), tmp_path / "figure6.png", timeout=240)
     width, height = png_size(shot.read_bytes())
     assert (width, height) == (1400, 900) and shot.stat().st_size > 20_000
