@@ -23,8 +23,10 @@ only that section's rows; rows are kept as soon as they are measured):
   realdata         ResNet-20 trained by resnet.train.train on CIFAR-10 (the JPEG tarball) with the
                    paper's recipe compressed to 24 epochs of 45k (lr /10 at epochs 12 and 18):
                    test accuracy and wall time.
-  imagenet         ResNet-50 at batch 256: images/s from synthetic JPEGs at ImageNet sizes through
-                   resnet.data.imagenet_train_loader vs from tensors already on the GPU.
+  imagenet-50/18   ResNet-50 / ResNet-18 at batch 256, the section pinned to --imagenet-cores cores
+                   (8; as taskset): images/s on tensors already on the GPU, then from synthetic
+                   JPEGs at ImageNet sizes through the DALI loader (GPU decoding) and the PIL
+                   loader, with the pinned cores' busy time. Goal: DALI >= 0.9 of on-GPU.
   packing          k = 1, 4, 8 concurrent ResNet-20 trainings (separate processes, project path
                    with graphs) on one GPU: total images/s.
 
@@ -55,7 +57,8 @@ from benchmarks import common  # noqa: E402
 from benchmarks.common import fmt  # noqa: E402
 
 # Section -> time budget in seconds (full size); the run as a whole stops at --budget.
-SECTIONS = {"graph-check": 30, "cifar-20": 80, "cifar-56": 45, "r1202": 40, "realdata": 90, "imagenet": 60,
+SECTIONS = {"graph-check": 30, "cifar-20": 80, "cifar-56": 45, "r1202": 40, "realdata": 90, "imagenet-50": 75,
+            "imagenet-18": 60,
             "packing": 60, "cifar-110": 50}
 QUICK_BUDGET = 120  # per section, --quick
 PACK_COUNTS = (1, 4, 8)
@@ -71,7 +74,7 @@ def sizes(args) -> dict:
                     realdata_iterations=20, realdata_subset=1000)
     return dict(batch=128, cifar_images=50_000, seconds=args.seconds, steps=None, warmup=3, graph_warmup=4,
                 r1202_batch=128, imagenet_model="resnet-50", imagenet_batch=256, crop=224, short_side=(256, 480),
-                jpeg_sides=(300, 500), jpeg_parts=16, jpeg_per_class=20, imagenet_workers=args.imagenet_workers,
+                jpeg_sides=(300, 500), jpeg_parts=16, jpeg_per_class=20, imagenet_workers=args.imagenet_cores,
                 pack_counts=PACK_COUNTS, pack_seconds=5.0, realdata_iterations=None, realdata_subset=0)
 
 
@@ -312,17 +315,41 @@ def synthetic_jpegs(folder: Path, s: dict) -> Path:
     return root
 
 
-def section_imagenet(args, rows: Rows) -> None:
+def pin_cores(count: int) -> list[int]:
+    """Pin this process (and every thread and process it starts) to ``count`` of its cores, as
+    `taskset -c` would; returns them."""
+    allowed = sorted(os.sched_getaffinity(0))
+    cores = allowed[:max(1, min(count, len(allowed)))]
+    os.sched_setaffinity(0, cores)
+    return cores
+
+
+def busy_seconds(cores: list[int]) -> float:
+    """CPU seconds the given cores have spent busy since boot (/proc/stat: all but idle and iowait)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+            numbers = [int(v) for v in values[:8]]
+            busy += sum(numbers) - numbers[3] - numbers[4]
+    return busy / ticks
+
+
+def section_imagenet(depth: int, args, rows: Rows) -> None:
+    """ResNet-{depth} at batch 256, pinned to --imagenet-cores cores: images/s on tensors already on
+    the GPU, then trained from JPEG files through the DALI loader and the PIL loader (each with
+    the cores as its workers), with the cores busy meanwhile."""
     s, device = sizes(args), torch.device(args.device)
-    model_name, crop = s["imagenet_model"], s["crop"]
+    model_name = s["imagenet_model"] if args.quick else f"resnet-{depth}"
+    crop = s["crop"]
+    cores = pin_cores(s["imagenet_workers"])
     with tempfile.TemporaryDirectory(prefix="bench-imagenet-") as folder:
         started = time.perf_counter()
         root = synthetic_jpegs(Path(folder), s)
         count = sum(1 for _ in (root / "train").glob("*/*.JPEG"))
         print(f"  {count} synthetic JPEGs ({s['jpeg_sides'][0]}-{s['jpeg_sides'][1]} px sides) in "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
-        cfg = common.bench_config(model_name, s["imagenet_batch"], args.device, bf16=True, channels_last=True,
-                                  cuda_graphs=args.imagenet_graphs, compile=args.imagenet_compile)
+              f"{time.perf_counter() - started:.0f} s; pinned to cores {cores}", flush=True)
         path = {(False, False): "b project eager", (True, False): "c project graph",
                 (False, True): "b project eager+compile", (True, True): "d project graph+compile"}[
             (args.imagenet_graphs, args.imagenet_compile)]
@@ -331,7 +358,9 @@ def section_imagenet(args, rows: Rows) -> None:
         def build():
             while True:
                 try:
-                    _, _, step = common.make_model_and_step(cfg, device, num_classes=1000)
+                    job = common.bench_config(model_name, state["batch"], args.device, bf16=True, channels_last=True,
+                                              cuda_graphs=args.imagenet_graphs, compile=args.imagenet_compile)
+                    _, _, step = common.make_model_and_step(job, device, num_classes=1000)
                     x = torch.randn(state["batch"], 3, crop, crop, device=device).contiguous(
                         memory_format=torch.channels_last)
                     y = torch.randint(0, 1000, (state["batch"],), device=device)
@@ -346,33 +375,49 @@ def section_imagenet(args, rows: Rows) -> None:
         step, x, y = build()
         batch = state["batch"]
 
+        def timed(batches, label: str, note: str) -> None:
+            started = time.perf_counter()
+            for _ in range(s["warmup"]):  # worker / pipeline start-up, untimed
+                step(*next(batches))
+            common.synchronize(device)
+            first = time.perf_counter() - started
+            busy, started = busy_seconds(cores), time.perf_counter()
+            timing = common.time_steps(step, batches, batch, device, warmup=0, **run_for(s))
+            used = (busy_seconds(cores) - busy) / (time.perf_counter() - started)
+            if label == "tensors on GPU":
+                state["gpu"] = timing.images_per_s
+            ratio = timing.images_per_s / state["gpu"] if state.get("gpu") else float("nan")
+            goal = " (goal >= 0.9)" if model_name == "resnet-50" else ""
+            rows.add(model=model_name, path=f"{path}, {label}", batch=batch, **{**timing_row(
+                timing, note=f"{note}; {ratio:.2f} of on-GPU rate{goal}; {used:.1f} of {len(cores)} cores busy"),
+                "first_steps_s": first, "cores": len(cores), "cores_busy": used})
+
         def on_device():
             def same():
                 while True:
                     yield x, y
-            timing = common.time_steps(step, same(), batch, device, warmup=s["warmup"], **run_for(s))
-            state["gpu"] = timing.images_per_s
-            rows.add(model=model_name, path=f"{path}, tensors on GPU", batch=batch,
-                     **timing_row(timing, note="upper bound: no input pipeline"))
+            timed(same(), "tensors on GPU", "upper bound: no input pipeline")
 
-        def from_files():
-            from resnet.data import imagenet_train_loader
+        def loader(kind: str):
+            from resnet import imagenet, imagenet_dali
 
-            loader = imagenet_train_loader(root, batch, seed=0, short_side=s["short_side"], crop=crop,
-                                           workers=s["imagenet_workers"])
-            memory_format = torch.channels_last
-
-            def batches():  # what ImageNetTask.train_batch does with each loader batch
-                for images, labels in loader:
-                    yield (images.to(device, non_blocking=True).contiguous(memory_format=memory_format),
-                           labels.to(device, non_blocking=True))
-            timing = common.time_steps(step, batches(), batch, device, warmup=s["warmup"], **run_for(s))
-            ratio = timing.images_per_s / state["gpu"] if state.get("gpu") else float("nan")
-            rows.add(model=model_name, path=f"{path}, JPEG loader", batch=batch, **timing_row(
-                timing, note=f"{s['imagenet_workers']} workers; {ratio:.2f} of on-GPU rate (goal >= 0.9)"))
+            make = imagenet_dali.dali_train_loader if kind == "dali" else imagenet.imagenet_train_loader
+            batches = make(root, batch, seed=0, short_side=s["short_side"], crop=crop, workers=len(cores),
+                           device=device, channels_last=True)  # what ImageNetTask.train_batch gets
+            threads, readers = imagenet_dali.dali_split(len(cores))
+            note = (f"DALI, {threads} threads + {readers} readers" if kind == "dali" else
+                    f"PIL, {len(cores)} workers")
+            timed(batches, f"JPEG via {kind}", note)
 
         rows.guarded(model_name, "tensors on GPU", on_device)
-        rows.guarded(model_name, "JPEG loader", from_files)
+        from resnet.imagenet_dali import dali_available
+
+        if dali_available():
+            rows.guarded(model_name, "JPEG via dali", lambda: loader("dali"))
+        else:
+            rows.add(model=model_name, path="JPEG via dali", note="skipped: NVIDIA DALI not installed "
+                     "(bash scripts/install.sh --dali)")
+        rows.guarded(model_name, "JPEG via pil", lambda: loader("pil"))
 
 
 # ----------------------------------------------------------------------------- packing
@@ -444,7 +489,7 @@ def section_packing(args, rows: Rows) -> None:
 def run_section(name: str, args, rows_file: Path, budget: float) -> None:
     """One section in its own process group, stopped at its budget."""
     command = [sys.executable, __file__, "--section", name, "--rows", str(rows_file), "--device", args.device,
-               "--baseline-workers", str(args.baseline_workers), "--imagenet-workers", str(args.imagenet_workers),
+               "--baseline-workers", str(args.baseline_workers), "--imagenet-cores", str(args.imagenet_cores),
                "--seconds", str(args.seconds)]
     command += ["--cifar", args.cifar] if args.cifar else []
     command += ["--compile-depths", *map(str, args.compile_depths)]
@@ -543,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement (full size)")
     parser.add_argument("--cifar", help="CIFAR-10 for the real-data check (default .bench-data/ or ../shared/data)")
     parser.add_argument("--baseline-workers", type=int, default=4, help="baseline DataLoader workers (akamaster: 4)")
-    parser.add_argument("--imagenet-workers", type=int, default=16, help="ImageNet loader workers")
+    parser.add_argument("--imagenet-cores", type=int, default=8,
+                        help="CPU cores the ImageNet sections are pinned to, and the loaders' workers (default 8)")
     parser.add_argument("--imagenet-graphs", action="store_true", help="ImageNet step as a CUDA graph")
     parser.add_argument("--imagenet-compile", action="store_true", help="ImageNet step with engine.compile")
     parser.add_argument("--r1202-eager", action="store_true", help="ResNet-1202 without the CUDA graph")
@@ -565,8 +611,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = Rows(Path(args.rows), args.section)
     if args.section.startswith("cifar-"):
         section_cifar(int(args.section.split("-")[1]), args, rows)
+    elif args.section.startswith("imagenet-"):
+        section_imagenet(int(args.section.split("-")[1]), args, rows)
     else:
-        {"r1202": section_r1202, "realdata": section_realdata, "imagenet": section_imagenet,
+        {"r1202": section_r1202, "realdata": section_realdata,
          "packing": section_packing, "graph-check": section_graph_check}[args.section](args, rows)
     return 0
 

@@ -109,3 +109,22 @@ def test_cpu_imagenet_transform_benchmark_times_every_path():
     assert float(rows["pil"][3]) > 0 and rows["pil"][5].strip() == "1.00x"
     for name in expected - {"pil", "decode"}:
         assert 0 <= int(rows[name][6]) <= 3  # same draws: only rounding (and DALI's image-border filter) differs
+
+
+def test_gpu_script_imagenet_section_runs_on_cpu(tmp_path):
+    """benchmarks/gpu.py --quick --device cpu --only imagenet-18: the section pinned to its cores,
+    the on-device rate, then the DALI loader (its CPU backend here) and the PIL loader, with the
+    cores busy reported."""
+    from resnet.imagenet_dali import dali_available
+
+    done = subprocess.run([sys.executable, "benchmarks/gpu.py", "--quick", "--device", "cpu", "--only", "imagenet-18",
+                           "--imagenet-cores", "2", "--results", str(tmp_path)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (tmp_path / "gpu_results.md").read_text()
+    rows = {line.split("|")[3].strip(): line for line in table.splitlines() if line.startswith("| imagenet-18")}
+    paths = ["b project eager, tensors on GPU", "b project eager, JPEG via pil"]
+    paths += ["b project eager, JPEG via dali"] if dali_available() else []
+    for path in paths:
+        assert float(rows[path].split("|")[5].replace(",", "")) > 0, rows[path]
+        assert "of on-GPU rate" in rows[path] and "of 2 cores busy" in rows[path]
