@@ -19,7 +19,9 @@ import torch
 import yaml
 
 from resnet import paper, report, runfiles
-from resnet.config import REPO_ROOT, load_config, resolve_cell
+from resnet.config import REPO_ROOT, load_config, plan_cells
+from resnet.job import resolve_cell
+from resnet.records import Metrics
 
 CIFAR_TARBALL = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 TRAINED = ("cifar-plain-20/seed-0", "cifar-resnet-20/seed-0", "cifar-resnet-110/seed-0",
@@ -33,11 +35,11 @@ def make_config(tmp: Path, **plan) -> dict:
     """config.yaml at smoke scale, shrunk to two iterations, with data and store under tmp."""
     raw = copy.deepcopy(yaml.safe_load((REPO_ROOT / "config.yaml").read_text()))
     raw["scales"]["smoke"]["cifar10"].update(
-        iterations=2, milestones=[1, 2], eval_every=2, log_every=1, checkpoint_every=2, batch_size=16,
+        iterations=2, milestones=[1], eval_every=2, log_every=1, batch_size=16, bn_group=0,
         train_subset=64, val_size=32, test_subset=32)
-    raw["data"].update(cifar10=str(CIFAR_TARBALL), cache=str(tmp / "cache"))
+    raw["scales"]["smoke"]["data"].update(cifar10=str(CIFAR_TARBALL), cache=str(tmp / "cache"))
+    raw["scales"]["smoke"]["engine"].update(checkpoint_every=2, device="cpu")
     raw["mlflow"]["tracking_uri"] = f"sqlite:///{tmp}/mlflow.db"
-    raw["engine"]["device"] = "cpu"
     raw["plan"].update(imagenet=False, cifar_plain_depths=[20, 56], cifar_resnet_depths=[20, 56, 110],
                        cifar_seeds=[0], resnet110_seeds=[0, 1])
     raw["plan"].update(plan)
@@ -48,21 +50,25 @@ def run_folder(results: Path, cell: str, scale: str = "smoke") -> Path:
     return results / "runs" / scale / cell
 
 
+def files(config, results: Path) -> list[Path]:
+    """The metrics.json of every planned cell: what the workflow hands a table or figure."""
+    return [run_folder(results, cell.id) / "metrics.json" for cell in plan_cells(config)]
+
+
 def write_failed(results: Path, cell: str, reason: str = FAILURE) -> None:
     model, seed = cell.split("/seed-")
-    runfiles.write_json(run_folder(results, cell) / "metrics.json", {
-        "cell": cell, "model": model, "dataset": "cifar10", "seed": int(seed), "scale": "smoke",
-        "status": "failed", "reason": reason, "config": {}})
+    Metrics(cell=cell, model=model, dataset="cifar10", seed=int(seed), scale="smoke", status="failed",
+            recipe={}, settings={}, reason=reason, failure_id="f00").write(run_folder(results, cell) / "metrics.json")
 
 
 def write_done(results: Path, cell: str, final: dict, dataset: str = "cifar10") -> None:
     """A hand-made finished cell: metrics.json with the given final numbers and a short curve."""
     model, seed = cell.split("/seed-")
     folder = run_folder(results, cell)
-    runfiles.write_json(folder / "metrics.json", {
-        "cell": cell, "model": model, "dataset": dataset, "seed": int(seed), "scale": "smoke",
-        "status": "done", "iterations": 4, "final": final, "parameters": 1, "config": {},
-        "provenance": {"git": {"commit": "abc", "dirty": False}, "device": "cpu", "versions": {"torch": "x"}}})
+    Metrics(cell=cell, model=model, dataset=dataset, seed=int(seed), scale="smoke", status="done", recipe={},
+            settings={}, iterations=4, final=final, parameters=1,
+            provenance={"git": {"commit": "abc", "dirty": False}, "device": "cpu", "versions": {"torch": "x"}},
+            ).write(folder / "metrics.json")
     runfiles.write_curve(folder / "curve.csv", [
         {"iteration": i, "train_error": 90.0 - i, "val_error": 80.0 if i % 2 == 0 else None,
          "test_error": 85.0 if i % 2 == 0 and dataset == "cifar10" else None} for i in range(1, 5)])
@@ -121,7 +127,7 @@ def markdown_rows(text: str) -> list[dict[str, str]]:
 
 def test_collect_reads_every_planned_cell(trained):
     config, results = trained
-    cells = report.collect(config, results)
+    cells = report.collect(config, files(config, results))
     assert set(cells) == set(TRAINED) | {FAILED_CELL, "cifar-plain-56/seed-0"}
     for cell in TRAINED:
         assert cells[cell].status == "done"
@@ -136,7 +142,7 @@ def test_collect_reads_every_planned_cell(trained):
 
 def test_table6_sets_reproduced_beside_paper(trained, tmp_path):
     config, results = trained
-    report.write_table6(config, results, tmp_path / "table6.csv")
+    report.write_table6(config, files(config, results), tmp_path / "table6.csv")
     frame = pd.read_csv(tmp_path / "table6.csv", keep_default_na=False, na_values=[""])
     rows = rows_by_model(frame)
     assert list(frame["row"][:6]) == ["Maxout", "NIN", "DSN", "FitNet", "Highway-19", "Highway-32"]
@@ -181,7 +187,7 @@ def test_resnet110_best_mean_std_over_handmade_seeds(tmp_path):
     for seed, error in enumerate(errors):
         write_done(results, f"cifar-resnet-110/seed-{seed}", {"test_error": error, "train_error": 1.0})
     write_failed(results, "cifar-resnet-110/seed-5", "out of memory")
-    row = rows_by_model(report.write_table6(config, results, tmp_path / "t6.csv"))["cifar-resnet-110"]
+    row = rows_by_model(report.write_table6(config, files(config, results), tmp_path / "t6.csv"))["cifar-resnet-110"]
     assert row["reproduced_test_error"] == 6.43  # best of the done seeds, as the paper reports
     assert row["reproduced_mean"] == pytest.approx(6.61)
     assert row["reproduced_std"] == pytest.approx(statistics.stdev(errors))  # sample std (ddof 1)
@@ -195,7 +201,7 @@ def test_unfinished_cell_is_not_run_with_its_progress(tmp_path):
     results = tmp_path / "results"
     write_done(results, "cifar-resnet-20/seed-0", {"test_error": 9.0})
     (run_folder(results, "cifar-resnet-20/seed-0") / "metrics.json").unlink()
-    cell = report.collect(config, results)["cifar-resnet-20/seed-0"]
+    cell = report.collect(config, files(config, results))["cifar-resnet-20/seed-0"]
     assert (cell.status, cell.reason) == ("not run", "unfinished: curve.csv reaches iteration 4, no metrics.json yet")
 
 
@@ -203,10 +209,10 @@ def test_unfinished_cell_is_not_run_with_its_progress(tmp_path):
 
 def test_imagenet_tables_not_run_keep_paper_values(trained, tmp_path):
     config, results = trained
-    table2 = report.write_table2(config, results, tmp_path / "table2.csv")
+    table2 = report.write_table2(config, files(config, results), tmp_path / "table2.csv")
     assert list(table2["paper_top1"]) == [27.94, 28.54, 27.88, 25.03]
     assert set(table2["status"]) == {"not run"} and table2["reproduced_top1"].isna().all()
-    report.write_table3(config, results, tmp_path / "table3.csv")
+    report.write_table3(config, files(config, results), tmp_path / "table3.csv")
     rows = rows_by_model(pd.read_csv(tmp_path / "table3.csv", keep_default_na=False, na_values=[""]))
     assert [rows[k]["status"] for k in ("VGG-16", "GoogLeNet", "PReLU-net")] == ["quoted"] * 3
     assert pd.isna(rows["GoogLeNet"]["paper_top1"]) and rows["GoogLeNet"]["paper_top5"] == 9.15
@@ -222,9 +228,9 @@ def test_imagenet_tables_from_handmade_cells(tmp_path):
     write_done(results, "plain-18/seed-0", {"val_error": 31.0, "top1_10crop": 30.0, "top5_10crop": 11.0,
                                             "test_short_side": 256}, dataset="imagenet")
     write_failed(results, "resnet-34-b/seed-0", "CUDA error")
-    row = rows_by_model(report.write_table2(config, results, tmp_path / "t2.csv"))["plain-18"]
+    row = rows_by_model(report.write_table2(config, files(config, results), tmp_path / "t2.csv"))["plain-18"]
     assert (row["reproduced_top1"], row["diff_top1"], row["test_short_side"]) == (30.0, pytest.approx(2.06), 256)
-    rows = rows_by_model(report.write_table3(config, results, tmp_path / "t3.csv"))
+    rows = rows_by_model(report.write_table3(config, files(config, results), tmp_path / "t3.csv"))
     assert rows["resnet-34-b"]["status"] == "failed" and "CUDA error" in rows["resnet-34-b"]["reason"]
     assert rows["resnet-50"]["reason"] == "not in the configured plan"
 
@@ -247,7 +253,7 @@ def test_table1_multiply_adds_match_the_paper(tmp_path):
 @pytest.mark.parametrize("name, panels", [("figure1", 2), ("figure4", 2), ("figure6", 3), ("figure7", 2)])
 def test_figures_render_in_the_paper_layout(trained, tmp_path, name, panels):
     config, results = trained
-    written = getattr(report, f"write_{name}")(config, results, tmp_path / f"{name}.png")
+    written = getattr(report, f"write_{name}")(config, files(config, results), tmp_path / f"{name}.png")
     assert written == {"png": tmp_path / f"{name}.png", "pdf": tmp_path / f"{name}.pdf", "panels": panels}
     assert written["png"].read_bytes()[:8] == PNG_SIGNATURE
     assert written["pdf"].read_bytes()[:5] == b"%PDF-"
@@ -257,7 +263,7 @@ def test_figures_render_in_the_paper_layout(trained, tmp_path, name, panels):
 def test_figures_render_with_nothing_run(tmp_path):
     config = make_config(tmp_path)
     for name, panels in (("figure6", 3), ("figure7", 2)):
-        written = getattr(report, f"write_{name}")(config, tmp_path / "empty", tmp_path / f"{name}.png")
+        written = getattr(report, f"write_{name}")(config, files(config, tmp_path / "empty"), tmp_path / f"{name}.png")
         assert written["panels"] == panels and written["png"].read_bytes()[:8] == PNG_SIGNATURE
 
 
@@ -265,9 +271,9 @@ def test_figures_render_with_nothing_run(tmp_path):
 
 def test_summary_states_scale_status_and_links(trained, tmp_path):
     config, results = trained
-    report.write_table6(config, results, tmp_path / "tables" / "table6.csv")
-    report.write_figure6(config, results, tmp_path / "figures" / "figure6.png")
-    text = report.write_summary(config, results, tmp_path / "README.md")
+    report.write_table6(config, files(config, results), tmp_path / "tables" / "table6.csv")
+    report.write_figure6(config, files(config, results), tmp_path / "figures" / "figure6.png")
+    text = report.write_summary(config, files(config, results), tmp_path / "README.md")
     assert text == (tmp_path / "README.md").read_text()
     assert "**Scale: `smoke`.**" in text and "NOT comparable to the paper" in text
     assert "6 planned: 4 done, 1 failed, 1 not run." in text
@@ -285,8 +291,8 @@ def test_outputs_are_deterministic(trained, tmp_path):
     config, results = trained
     first, second = tmp_path / "a", tmp_path / "b"
     for out in (first, second):
-        report.write_table6(config, results, out / "table6.csv")
-        report.write_figure1(config, results, out / "figure1.png")
-        report.write_summary(config, results, out / "README.md")
+        report.write_table6(config, files(config, results), out / "table6.csv")
+        report.write_figure1(config, files(config, results), out / "figure1.png")
+        report.write_summary(config, files(config, results), out / "README.md")
     for name in ("table6.csv", "table6.md", "figure1.png", "figure1.pdf", "README.md"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
