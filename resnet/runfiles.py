@@ -34,6 +34,8 @@ from typing import IO, Any
 
 import torch
 
+from resnet import distributed
+
 CURVE_COLUMNS = [
     "iteration", "epoch", "lr", "train_loss", "train_error", "val_error", "test_error",
     "images_per_s", "wall_time_s",
@@ -220,6 +222,6 @@ def provenance(device: torch.device, seed: int) -> dict[str, Any]:
         "seed": seed,
         "command": " ".join(sys.argv),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "world_size": distributed.world_size(),
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

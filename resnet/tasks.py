@@ -10,12 +10,11 @@ training precision (engine.bf16).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
 
-from resnet import cifar, data
+from resnet import cifar, data, distributed
 from resnet.job import Job
 from resnet.measure import layer_response_std
 
@@ -113,8 +112,7 @@ class ImageNetTask:
         self.image_size = recipe.crop
         self.loader = data.pick_loader(job.data.imagenet_loader if loader is None else loader, device)
         self.channels_last = engine.channels_last
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
+        world, rank = distributed.world_size(), distributed.rank()
         self._loader_args = dict(root=self.root, batch_size=recipe.batch_size,  # global; each rank takes its share
                                  seed=recipe.seed, short_side=tuple(recipe.train_short_side), crop=recipe.crop,
                                  workers=engine.workers, rank=rank, world_size=world, device=device,
