@@ -9,8 +9,6 @@ training precision (engine.bf16).
 """
 from __future__ import annotations
 
-import math
-from pathlib import Path
 
 import torch
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import CIFAR_TARBALL, REPO_ROOT, job_args, job_of, run_cli
+from tests.conftest import REPO_ROOT, job_args, job_of, run_cli
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
 

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 from resnet.job import Job
 from resnet.runfiles import CURVE_COLUMNS, load_checkpoint
 from resnet.tracking import metric_history, runs_of
-from resnet.train import Interrupted, StopRequest, learning_rate, train
+from resnet.train import StopRequest, learning_rate, train
 from tests.conftest import PYTHON, REPO_ROOT, TEST_THREADS, config_builder, job_args, job_of, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
