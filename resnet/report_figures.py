@@ -15,8 +15,6 @@ renders.  Each figure is written as PNG and PDF (same stem), atomically and with
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -27,7 +25,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-from resnet import paper  # noqa: E402
+from resnet import paper, runfiles  # noqa: E402
 from resnet.report_tables import DONE, CellResult, cells_of, collect, normalised_config, paper_label  # noqa: E402
 
 ITERATION_UNIT = 1e4  # the paper's x axes are in units of 1e4 iterations
@@ -121,14 +119,8 @@ def _save(fig, out_png: Path) -> dict:
     # Fixed metadata: no creation dates, so the same inputs give the same files.
     metadata = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None, "Creator": None}}
     for path, kind in ((out_png, "png"), (out_pdf, "pdf")):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=kind, dpi=150, metadata=metadata[kind])
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with runfiles.atomic_open(path) as handle:  # the project's one atomic writer (mode from the umask)
+            fig.savefig(handle, format=kind, dpi=150, metadata=metadata[kind])
     panels = len(fig.axes)
     plt.close(fig)
     return {"png": out_png, "pdf": out_pdf, "panels": panels}
