@@ -81,7 +81,8 @@ def test_cell_run_page_shows_source_commit_dataset_and_the_paper(ui, store, tmp_
         assert commit[:7] in html, "no git commit beside the source"
     else:  # the end-to-end copy of the repository has no .git: the run claims no commit
         assert "mlflow.source.git.commit" not in run["tags"]
-    assert metrics["data"]["content_hash"][:12] in html and "Training" in html, "no dataset on the run page"
+    # the dataset with its digest and its context tag ("training"; the page capitalises it by CSS)
+    assert metrics["data"]["content_hash"][:12] in html and ">training<" in html, "no dataset on the run page"
     assert "Table 6, row ResNet-20: test error 8.75%" in html, "no description naming the paper's row"
     print(f"\nscreenshot of {run['name']}: {chromium_screenshot(url, tmp_path / 'run.png')}")
 
