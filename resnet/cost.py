@@ -37,6 +37,12 @@ class CellCost:
     image_size: int
     images_per_s: float
     source: str  # "measured" or the CSV it came from
+    input_per_s: float | None = None  # ImageNet: the input's ceiling per device (input_ceiling)
+    input_from: str = ""  # how: loader, ms per image, cores
+
+    @property
+    def input_bound(self) -> bool:
+        return self.input_per_s is not None and self.input_per_s < self.images_per_s
 
     @property
     def hours(self) -> float:
@@ -81,6 +87,48 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def input_ceiling(loader: str, short_side: tuple[int, int], crop: int, cores: float, device: torch.device,
+                  images: int = 16) -> tuple[float, float]:
+    """(images/s, CPU ms per image): the ceiling of the ImageNet input with ``cores`` CPU cores.
+
+    The CPU time per training sample of the loader training would use ('pil' or 'dali', after
+    resnet.imagenet.pick_loader), measured on one thread on ``images`` synthetic JPEGs at ImageNet
+    sizes (300-500 px sides) with the cell's scale range and crop; the ceiling is cores x 1000 / ms
+    (the loader's work spreads over its workers). For DALI on a GPU this counts its CPU side only
+    (reading, headers, the draws, the host part of decoding); benchmarks/gpu.py measures the whole.
+    """
+    import tempfile
+
+    from resnet import imagenet
+
+    with tempfile.TemporaryDirectory(prefix="cost-imagenet-") as folder:
+        root = imagenet.make_synthetic_imagenet(Path(folder) / "jpegs", num_classes=4, train_per_class=-(-images // 4),
+                                                val_per_class=1, min_side=300, max_side=500, seed=0)
+        dataset = imagenet.ImageNetTrainSet(root, tuple(short_side), crop)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            if loader == "dali":
+                from resnet import imagenet_dali
+
+                sampler = imagenet.ResumableSampler(len(dataset), len(dataset), seed=0)
+                source = imagenet_dali._TrainSource(dataset.samples, sampler, tuple(short_side), crop)
+                batches = imagenet_dali._Batches(source, len(dataset), crop, threads=1, readers=0, device=device)
+                batches.next()  # start-up, untimed
+                started = time.process_time()
+                batches.next()
+                _synchronize(device)
+            else:
+                dataset[(0, 0)]
+                started = time.process_time()
+                for index in range(len(dataset)):
+                    dataset[(index, index)]
+            ms = 1000 * (time.process_time() - started) / len(dataset)
+        finally:
+            torch.set_num_threads(threads)
+    return cores * 1000 / ms, ms
+
+
 def read_throughput(path: str | Path, device: torch.device) -> dict[str, float]:
     """{model: images/s} of the CSV rows for this device (its type, e.g. cuda, or its full name)."""
     from resnet.names import canonical_name
@@ -113,6 +161,9 @@ def plan_cost(config: Config, throughput: str | Path | None = None, measure_iter
     device = device or pick_device(config.engine.device)
     listed = read_throughput(throughput, device) if throughput else {}
     measured: dict[tuple, float] = {}
+    ceilings: dict[tuple, tuple[float, float]] = {}
+    imagenet = config.resources.imagenet
+    cores = imagenet.cpus / max(1, imagenet.gpus)  # per device: what the profile asks for
     costs = []
     for cell in plan_cells(config):
         job = resolve_cell(config, cell.id)
@@ -130,19 +181,30 @@ def plan_cost(config: Config, throughput: str | Path | None = None, measure_iter
                 print(f"measured {recipe.model} at batch {recipe.batch_size}, {image_size(job)}px: {measured[key]:,.1f} "
                       f"images/s ({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
             rate, source = measured[key], "measured"
-        costs.append(CellCost(cell.id, recipe.model, recipe.iterations, recipe.batch_size, image_size(job), rate,
-                              source))
+        cost = CellCost(cell.id, recipe.model, recipe.iterations, recipe.batch_size, image_size(job), rate, source)
+        if job.dataset == "imagenet":
+            from resnet.imagenet import pick_loader
+
+            loader = pick_loader(job.data.imagenet_loader, device)
+            key = (loader, tuple(recipe.train_short_side), recipe.crop)
+            if key not in ceilings:
+                ceilings[key] = input_ceiling(loader, recipe.train_short_side, recipe.crop, cores, device)
+            cost.input_per_s = ceilings[key][0]
+            cost.input_from = f"{loader}, {ceilings[key][1]:.2f} ms/image x {cores:g} cores"
+        costs.append(cost)
     return costs, device
 
 
 def format_cost(config: Config, costs: list[CellCost], device: torch.device) -> str:
     from resnet.runfiles import device_name
 
-    header = ["cell", "iterations", "batch", "image", "images/s", "device-hours", "rate from"]
+    header = ["cell", "iterations", "batch", "image", "images/s", "device-hours", "rate from", "input images/s",
+              "input"]
     rows = [[c.cell, f"{c.iterations:,}", str(c.batch_size), f"{c.image_size}px", f"{c.images_per_s:,.1f}" if c.images_per_s < 100 else f"{c.images_per_s:,.0f}",
-             f"{c.hours:.3f}", c.source] for c in costs]
+             f"{c.hours:.3f}", c.source, "" if c.input_per_s is None else f"{c.input_per_s:,.0f}",
+             "" if c.input_per_s is None else ("INPUT-BOUND" if c.input_bound else "keeps up")] for c in costs]
     total = sum(c.hours for c in costs)
-    rows.append(["total", "", "", "", "", f"{total:.3f}", ""])
+    rows.append(["total", "", "", "", "", f"{total:.3f}", "", "", ""])
     from tabulate import tabulate
 
     lines = [tabulate(rows, headers=header, tablefmt="plain", disable_numparse=True)]
@@ -150,4 +212,12 @@ def format_cost(config: Config, costs: list[CellCost], device: torch.device) -> 
     note = (f"scale {config.scale}, {len(costs)} cells; device {device_name(device)}; images/s "
             f"{' and '.join('measured here (training step on random data)' if s == 'measured' else 'from ' + s for s in sources)}. "
             "Device-hours of training steps only (no evaluation, no checkpoints, no input pipeline).")
+    inputs = sorted({c.input_from for c in costs if c.input_per_s is not None})
+    if inputs:
+        bound = [c.cell for c in costs if c.input_bound]
+        note += (f"\nImageNet input ceiling per device: measured CPU time per training image here ({'; '.join(inputs)} "
+                 "per device, resources.imagenet cpus / gpus). "
+                 + (f"Input-bound (the input is slower than the step; the hours above are too low): "
+                    f"{', '.join(bound)}; data.imagenet_loader: dali moves decoding to the GPU, or ask for more "
+                    "resources.imagenet.cpus." if bound else "No cell is input-bound."))
     return "\n".join([*lines, "", note])

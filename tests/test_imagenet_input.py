@@ -265,3 +265,29 @@ def test_missing_class_folder_in_val_is_one_line(small_set, tmp_path):
             attempt()
         message = str(caught.value)
         assert "\n" not in message and "lacks the class folder 'synthetic_n0002'" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# `python -m resnet cost`: the input ceiling of each ImageNet cell
+# ---------------------------------------------------------------------------------------------
+
+
+def test_input_ceiling_is_measured_per_loader_and_flags_an_input_bound_cell():
+    from resnet.config import load_config
+    from resnet.cost import CellCost, format_cost, input_ceiling
+
+    cpu = torch.device("cpu")
+    loaders = ["pil"] + (["dali"] if imagenet_dali.dali_available() else [])
+    for loader in loaders:
+        per_s, ms = input_ceiling(loader, (256, 480), 224, cores=8, device=cpu, images=8)
+        assert 0.05 < ms < 100 and per_s == pytest.approx(8 * 1000 / ms)
+    config = load_config("config.yaml")
+    fast = CellCost("resnet-18/seed-0", "resnet-18", 600_000, 256, 224, 11_900.0, "rates.csv", 2_100.0,
+                    "pil, 3.80 ms/image x 8 cores")
+    slow = CellCost("resnet-50/seed-0", "resnet-50", 600_000, 256, 224, 1_000.0, "rates.csv", 2_100.0,
+                    "pil, 3.80 ms/image x 8 cores")
+    text = format_cost(config, [fast, slow], cpu)
+    rows = {line.split()[0]: line for line in text.splitlines() if "/seed-" in line}
+    assert rows["resnet-18/seed-0"].rstrip().endswith("INPUT-BOUND") and "2,100" in rows["resnet-18/seed-0"]
+    assert rows["resnet-50/seed-0"].rstrip().endswith("keeps up")
+    assert "Input-bound (the input is slower than the step; the hours above are too low): resnet-18/seed-0" in text
