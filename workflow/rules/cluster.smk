@@ -20,7 +20,7 @@
 # one job at a time). This Snakefile is read there too, so both sides agree on the group of k.
 
 CIFAR_GROUP = "cifar"
-CIFAR_CELLS_PER_JOB = config["resources"].get("cifar_cells_per_job", 1)
+CIFAR_CELLS_PER_JOB = CONFIG.resources.cifar_cells_per_job
 
 
 def _pack_cifar_groups():
