@@ -41,7 +41,7 @@ def cifar_train_arrays(source: str | Path | None, size: int = 50_000, seed: int 
     """(uint8 NHWC images, int64 labels, description): real CIFAR-10 when ``source`` exists,
     else random arrays of the same size (throughput does not depend on the pixels)."""
     if source is not None and Path(source).exists():
-        from resnet.data import load_cifar10
+        from resnet.cifar_source import load_cifar10
 
         arrays = load_cifar10(source, BENCH_DATA)
         return arrays.train_images[:size], arrays.train_labels[:size], f"CIFAR-10 from {source}"
@@ -143,7 +143,7 @@ def plain_step(model, optimizer):
 def project_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device,
                     channels_last: bool):
     """The project's stream: uint8 set on the device, crop and flip there (resnet.cifar)."""
-    from resnet.data import CifarTrainStream, pixel_mean
+    from resnet.cifar import CifarTrainStream, pixel_mean
 
     stream = CifarTrainStream(images, labels, pixel_mean(images), batch_size, seed=0, device=device,
                               augment=True, channels_last=channels_last)

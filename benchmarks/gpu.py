@@ -291,7 +291,7 @@ def section_realdata(args, rows: Rows) -> None:
 # ----------------------------------------------------------------------------- ImageNet
 
 def _jpeg_part(job: tuple) -> str:
-    from resnet.data import make_synthetic_imagenet
+    from resnet.imagenet import make_synthetic_imagenet
 
     folder, part, per_class, sides = job
     return str(make_synthetic_imagenet(Path(folder) / f"part-{part}", num_classes=10, train_per_class=per_class,

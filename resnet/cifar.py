@@ -18,12 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from resnet.cifar_source import (  # noqa: F401  (re-exported: resnet.data and callers import them from here)
-    CIFAR10_CLASSES,
-    IMAGE_SIZE,
-    CifarArrays,
-    load_cifar10,
-)
+from resnet.cifar_source import IMAGE_SIZE
 from resnet.data import derive_seed
 
 PAD = 4  # pixels of zero padding on each side before the random crop, Sec. 4.2

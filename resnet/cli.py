@@ -152,7 +152,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_synthetic_imagenet(args: argparse.Namespace) -> int:
-    from resnet.data import make_synthetic_imagenet
+    from resnet.imagenet import make_synthetic_imagenet
 
     print(make_synthetic_imagenet(args.out, seed=args.seed))
     return 0

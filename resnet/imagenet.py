@@ -128,7 +128,7 @@ def make_synthetic_imagenet(out_dir: str | Path, num_classes: int = 10, train_pe
     out_dir = Path(out_dir)
     parameters = dict(num_classes=num_classes, train_per_class=train_per_class,
                       val_per_class=val_per_class, min_side=min_side, max_side=max_side, seed=seed)
-    marker = ("Synthetic ImageNet-layout data made by resnet.data.make_synthetic_imagenet; this is "
+    marker = ("Synthetic ImageNet-layout data made by resnet.imagenet.make_synthetic_imagenet; this is "
               "NOT ILSVRC2012 and its errors say nothing about the paper's numbers.\n"
               f"parameters: {json.dumps(parameters, sort_keys=True)}\n")
     if (out_dir / SYNTHETIC_MARKER).is_file():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from resnet import cifar, data, distributed
+from resnet import cifar, cifar_source, distributed, imagenet, imagenet_dali, imagenet_eval
 from resnet.job import Job
 from resnet.measure import layer_response_std
 
@@ -49,7 +49,7 @@ class CifarTask:
     def __init__(self, job: Job, device: torch.device) -> None:
         recipe, channels_last = job.recipe, job.engine.channels_last
         self.device = device
-        arrays = cifar.load_cifar10(job.data.cifar10, job.data.cache, download=job.data.cifar10_download,
+        arrays = cifar_source.load_cifar10(job.data.cifar10, job.data.cache, download=job.data.cifar10_download,
                                     partial=job.data.cifar10_partial)
         self.data_info = {"source": job.data.cifar10, "kind": arrays.source_kind,
                           "content_hash": arrays.content_hash}
@@ -105,10 +105,10 @@ class ImageNetTask:
     def __init__(self, job: Job, device: torch.device, loader: str | None = None) -> None:
         recipe, engine = job.recipe, job.engine
         self.recipe, self.device, self.workers = recipe, device, engine.workers
-        self.root = data.resolve_imagenet_root(job.data.imagenet, job.data.cache)
-        self.num_classes = len(data.imagenet_classes(self.root))
+        self.root = imagenet.resolve_imagenet_root(job.data.imagenet, job.data.cache)
+        self.num_classes = len(imagenet.imagenet_classes(self.root))
         self.image_size = recipe.crop
-        self.loader = data.pick_loader(job.data.imagenet_loader if loader is None else loader, device)
+        self.loader = imagenet.pick_loader(job.data.imagenet_loader if loader is None else loader, device)
         self.channels_last = engine.channels_last
         world, rank = distributed.world_size(), distributed.rank()
         self._loader_args = dict(root=self.root, batch_size=recipe.batch_size,  # global; each rank takes its share
@@ -118,7 +118,7 @@ class ImageNetTask:
         self._stream = None
         self._next_iteration = None
         self._val = None
-        self.train_size = len(data.ImageNetTrainSet(self.root, short_side=tuple(recipe.train_short_side),
+        self.train_size = len(imagenet.ImageNetTrainSet(self.root, short_side=tuple(recipe.train_short_side),
                                                     crop=recipe.crop))
         self.data_info = {"source": job.data.imagenet, "root": str(self.root),
                           "kind": "synthetic" if job.data.imagenet == "synthetic" else "folder",
@@ -126,7 +126,7 @@ class ImageNetTask:
 
     def train_batch(self, iteration: int):
         if self._stream is None or self._next_iteration != iteration:
-            make = data.dali_train_loader if self.loader == "dali" else data.imagenet_train_loader
+            make = imagenet_dali.dali_train_loader if self.loader == "dali" else imagenet.imagenet_train_loader
             self._stream = make(start_sample=iteration * self.recipe.batch_size, **self._loader_args)
         images, labels = next(self._stream)  # on the device, finished (resnet.imagenet.finish_batch)
         self._next_iteration = iteration + 1
@@ -137,7 +137,7 @@ class ImageNetTask:
 
     def evaluate(self, model) -> dict[str, float]:
         if self._val is None:  # kept: DALI's pipeline (and PIL's workers) start once
-            make = data.dali_val_loader if self.loader == "dali" else data.imagenet_val_loader
+            make = imagenet_dali.dali_val_loader if self.loader == "dali" else imagenet_eval.imagenet_val_loader
             self._val = make(self.root, batch_size=min(self.recipe.batch_size, 256),
                              resize=self.recipe.test_short_side, crop=self.recipe.crop, workers=self.workers,
                              device=self.device, channels_last=self.channels_last)
@@ -146,7 +146,7 @@ class ImageNetTask:
 
     def final(self, model) -> dict:
         centre = self.evaluate(model)["val_error"]
-        ten = data.ten_crop_eval(model, self.root, short_side=self.recipe.test_short_side, crop=self.recipe.crop,
+        ten = imagenet_eval.ten_crop_eval(model, self.root, short_side=self.recipe.test_short_side, crop=self.recipe.crop,
                                  batch_size=max(1, min(self.recipe.batch_size, 64)), device=self.device,
                                  workers=self.workers)
         return {"val_error": centre, "top1_10crop": ten["top1_error"], "top5_10crop": ten["top5_error"],

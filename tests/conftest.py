@@ -59,7 +59,7 @@ def cifar_cache_dir(tmp_path_factory) -> Path:
 
     Skips when the tarball is absent (every training test on CIFAR needs it)."""
     require_cifar()
-    from resnet.cifar import load_cifar10
+    from resnet.cifar_source import load_cifar10
     from resnet.imagenet import make_synthetic_imagenet
 
     cache = tmp_path_factory.mktemp("train-cache")

@@ -17,29 +17,30 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet.data import (
+from resnet.cifar import (
     CifarEvalSet,
     CifarTrainStream,
-    IMAGENET_MEAN,
-    PCA_EIGENVALUES,
-    PCA_EIGENVECTORS,
-    DataError,
-    ImageNetTrainSet,
-    ResumableSampler,
     augment_batch,
     draw_augmentation,
     eval_batches,
-    finish_batch,
-    imagenet_train_loader,
-    imagenet_val_loader,
-    load_cifar10,
-    make_synthetic_imagenet,
     pixel_mean,
-    resolve_imagenet_root,
     take_subset,
-    ten_crop_eval,
     train_val_split,
 )
+from resnet.cifar_source import load_cifar10
+from resnet.data import DataError
+from resnet.imagenet import (
+    IMAGENET_MEAN,
+    PCA_EIGENVALUES,
+    PCA_EIGENVECTORS,
+    ImageNetTrainSet,
+    ResumableSampler,
+    finish_batch,
+    imagenet_train_loader,
+    make_synthetic_imagenet,
+    resolve_imagenet_root,
+)
+from resnet.imagenet_eval import imagenet_val_loader, ten_crop_eval
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR_TARBALL = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"

@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from resnet import imagenet, imagenet_dali, imagenet_eval
-from resnet.data import DataError, make_synthetic_imagenet
+from resnet.data import DataError
+from resnet.imagenet import make_synthetic_imagenet
 
 
 def need_dali() -> None:

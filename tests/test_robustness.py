@@ -33,7 +33,8 @@ import yaml
 from PIL import Image
 
 from resnet import runfiles
-from resnet.data import DataError, load_cifar10
+from resnet.cifar_source import load_cifar10
+from resnet.data import DataError
 from resnet.report_tables import _read_curve
 from tests.conftest import CIFAR_TARBALL, PYTHON, REPO_ROOT, require_cifar, run_cli, subprocess_env
 

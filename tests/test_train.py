@@ -360,7 +360,7 @@ def test_ddp_two_processes_on_cpu(make_config, tmp_path):
     # same 8 images as a single process would take, split 4 + 4 over the ranks. In training mode BN
     # normalises each rank's 4 images by their own statistics, so the row is the mean of the two
     # halves' losses (and the errors summed over all 8 images), computed here independently.
-    from resnet import data
+    from resnet import imagenet as data
     from resnet.models import build_model
 
     root = data.resolve_imagenet_root(cfg.data_source, cfg.data.cache)
