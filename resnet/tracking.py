@@ -168,10 +168,15 @@ def run_tags(*, cell: str, model: str, seed: int, scale: str, dataset: str, arte
             "dataset": dataset, "artefacts": ", ".join(artefacts), **_system_tags(source, git)}
 
 
+def run_params(recipe: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """A cell's MLflow params: the recipe's keys as they are (lr, batch_size, ...: the columns one
+    compares runs by), the settings under their sections (engine.device, data.cifar10, ...)."""
+    return {**recipe, **settings}
+
+
 def params_of(metrics: dict[str, Any]) -> dict[str, Any]:
-    """A run's params from its metrics.json: the recipe and the settings, as training logs them
-    (resnet.job.Job.to_dict)."""
-    return {"recipe": metrics.get("recipe") or {}, **(metrics.get("settings") or {})}
+    """A run's params from its metrics.json, the same as training logged them."""
+    return run_params(metrics.get("recipe") or {}, metrics.get("settings") or {})
 
 
 def _system_tags(source: str, git: dict[str, Any] | None) -> dict[str, str]:
