@@ -16,7 +16,8 @@ from functools import lru_cache
 from typing import Any
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"  # names that become folders, wildcards or tags
-_YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+_INTEGER = re.compile(r"[-+]?\d+")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]?(nan|inf|infinity)", re.IGNORECASE)
 
 
 class ConfigError(ValueError):
@@ -86,7 +87,25 @@ def _convert(hint: Any, value: Any, key: str, meta: dict, partial: bool = False)
     return _scalar(hint, value, key, meta)
 
 
+def _from_text(hint: Any, value: str) -> Any:
+    """A number or a boolean written as text, read as one; otherwise the text itself.
+
+    Snakemake's ``--config key={...}`` reads nested values with YAML's BaseLoader, so they arrive
+    as strings ("100", "0.1", "false"); PyYAML itself reads 1e6 (no dot) as a string.
+    """
+    text = value.strip()
+    if hint is bool and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if hint is int and _INTEGER.fullmatch(text):
+        return int(text)
+    if hint is float and _NUMBER.fullmatch(text):
+        return float(text)
+    return value
+
+
 def _scalar(hint: Any, value: Any, key: str, meta: dict) -> Any:
+    if isinstance(value, str) and hint in (bool, int, float):
+        value = _from_text(hint, value)
     if hint is bool:
         if not isinstance(value, bool):
             raise _fail(key, f"expected true or false, got {value!r}", meta)
@@ -95,8 +114,6 @@ def _scalar(hint: Any, value: Any, key: str, meta: dict) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _fail(key, f"expected an integer, got {value!r}", meta)
     elif hint is float:
-        if isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
-            value = float(value)  # PyYAML reads 1e6 and 1e-4 (no dot) as strings: YAML 1.1's float syntax
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _fail(key, f"expected a number, got {value!r}", meta)
         if not math.isfinite(value):

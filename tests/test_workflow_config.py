@@ -1,4 +1,4 @@
-"""Bad input to the workflow stops it before any job runs: one message naming the key, exit != 0."""
+"""Bad input to the workflow stops it before any job runs: one line naming the key, exit status 2."""
 from __future__ import annotations
 
 import subprocess
@@ -20,13 +20,13 @@ def dry_run(*config: str, configfile: Path | None = None) -> subprocess.Complete
 
 @pytest.mark.parametrize("config, expected", [
     (["scale=huge"], "config key 'scale': unknown scale 'huge'"),
-    (['data={"cifar10": "/no/such/cifar", "imagenet": "synthetic", "cache": "results/cache"}'],
-     "config key 'data.cifar10'"),
+    (["scale=paper", 'data={"cifar10": "/no/such/cifar", "cifar10_download": false}'],
+     "config key 'data.cifar10': '/no/such/cifar' does not exist"),
     (['engine={"device": "tpu"}'], "config key 'engine.device'"),
 ])
 def test_bad_config_stops_the_workflow_with_the_key_named(config, expected):
     proc = dry_run(*config)
-    assert proc.returncode != 0
+    assert proc.returncode == 2, proc.stdout + proc.stderr
     assert expected in proc.stdout + proc.stderr
 
 
@@ -35,7 +35,8 @@ def test_a_depth_that_is_not_6n_plus_2_is_refused(tmp_path):
     override.write_text("plan:\n  cifar10: true\n  imagenet: false\n  cifar_resnet_depths: [21]\n")
     proc = dry_run("scale=smoke", configfile=override)
     assert proc.returncode != 0
-    assert "plan.cifar_plain_depths / plan.cifar_resnet_depths" in proc.stdout + proc.stderr
+    assert proc.returncode == 2
+    assert "config key 'plan.cifar_resnet_depths'" in proc.stdout + proc.stderr
     assert "6n+2" in proc.stdout + proc.stderr
 
 
