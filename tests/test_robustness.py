@@ -66,20 +66,11 @@ def train(config: Path, out: Path, env: dict | None = None, timeout: float = 300
 
 
 def tiny_config(make_config, checkpoint_every: int | None = None, engine: dict | None = None, **recipe) -> dict:
-    """make_config with CIFAR recipe overrides and checkpoint_every wherever this config keeps it."""
+    """make_config with CIFAR recipe overrides and, if given, engine.checkpoint_every."""
     engine = dict(engine or {})
-    with open(REPO_ROOT / "config.yaml") as handle:
-        engine_key = "checkpoint_every" in yaml.safe_load(handle)["engine"]
-    if checkpoint_every is not None and not engine_key:
-        recipe["checkpoint_every"] = checkpoint_every
-        checkpoint_every = None
-    config = make_config(cifar10=recipe, engine={**engine, **({"checkpoint_every": checkpoint_every}
-                                                           if checkpoint_every else {})})
-    config = copy.deepcopy(config)
-    if checkpoint_every:  # a scale preset may override the engine's value: the test's value wins
-        preset = config["scales"][config["scale"]]
-        preset.setdefault("engine", {})["checkpoint_every"] = checkpoint_every
-    return config
+    if checkpoint_every is not None:
+        engine["checkpoint_every"] = checkpoint_every
+    return copy.deepcopy(make_config(cifar10=recipe, engine=engine))
 
 
 def set_data(config: dict, **values) -> dict:
