@@ -250,12 +250,17 @@ def _where(preset: dict, scale: str, section: str, key: str) -> str:
 
 def _check_rules(config: Config, preset: dict) -> None:
     """The rules that span keys: what would otherwise fail (or do nothing) inside a job."""
-    from resnet.names import ModelNameError, parse_model_name
 
     def fail(section: str, key: str, problem: str) -> ConfigError:
         return ConfigError(f"config key '{_where(preset, config.scale, section, key)}' (scale {config.scale}): "
                            f"{problem}")
 
+    _check_schedules(config, fail)
+    _check_data_sizes(config, fail)
+    _check_plan(config)
+
+
+def _check_schedules(config: Config, fail) -> None:
     for dataset in ("cifar10", "imagenet"):
         recipe = config.recipe(dataset)
         milestones = list(recipe.milestones)
@@ -274,6 +279,9 @@ def _check_rules(config: Config, preset: dict) -> None:
         if recipe.bn_group and (per_process % recipe.bn_group):
             raise fail(dataset, "bn_group", f"{recipe.bn_group} does not divide the per-process batch of "
                        f"{per_process}: use a divisor of it, or 0 for the whole batch")
+
+
+def _check_data_sizes(config: Config, fail) -> None:
     cifar = config.recipes.cifar10
     if cifar.val_size >= CIFAR10_SIZES["train"]:
         raise fail("cifar10", "val_size", f"{cifar.val_size} leaves no training images out of "
@@ -298,6 +306,11 @@ def _check_rules(config: Config, preset: dict) -> None:
     if imagenet.crop > imagenet.test_short_side:
         raise fail("imagenet", "crop", f"{imagenet.crop} is larger than test_short_side {imagenet.test_short_side}:"
                    f" lower crop or raise test_short_side")
+
+
+def _check_plan(config: Config) -> None:
+    from resnet.names import ModelNameError, parse_model_name
+
     plan = config.plan
     names = [("plan.cifar_plain_depths", f"cifar-plain-{d}", "cifar10") for d in plan.cifar_plain_depths]
     names += [("plan.cifar_resnet_depths", f"cifar-resnet-{d}", "cifar10") for d in plan.cifar_resnet_depths]
