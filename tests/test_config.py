@@ -92,13 +92,19 @@ def test_bad_value_is_refused_at_load_time_naming_the_key(name):
     assert f"config key '{key}'" in message and words in message and "\n" not in message
 
 
-@pytest.mark.parametrize("name", ["deleted-lr", "milestone-past-end", "val-size", "scale-path"])
-def test_bad_value_exits_2_with_one_line_from_the_command_line(tmp_path, name):
+def bad_config_file(tmp_path: Path, name: str) -> tuple[Path, str]:
+    """config.yaml with BAD[name]'s change, written to tmp_path; and the key the error must name."""
     change, key, _ = BAD[name]
     config = raw()
     change(config)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path, key
+
+
+@pytest.mark.parametrize("name", ["deleted-lr", "milestone-past-end", "val-size", "scale-path"])
+def test_bad_value_exits_2_with_one_line_from_the_command_line(tmp_path, name):
+    path, key = bad_config_file(tmp_path, name)
     result = run_cli("train", "--config", str(path), "--cell", "cifar-resnet-20/seed-0", "--out", str(tmp_path / "o"))
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and f"'{key}'" in lines[0], result.stderr
@@ -107,11 +113,7 @@ def test_bad_value_exits_2_with_one_line_from_the_command_line(tmp_path, name):
 
 @pytest.mark.parametrize("name", ["nan-lr", "crop", "scale-shell", "bn-group"])
 def test_bad_value_stops_snakemake_before_any_job(tmp_path, name):
-    change, key, _ = BAD[name]
-    config = raw()
-    change(config)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path, key = bad_config_file(tmp_path, name)
     proc = subprocess.run([str(SNAKEMAKE), "-n", "--cores", "1", "--configfile", str(path)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)
     # Snakemake's own notes (which profile, which config files) may come first; one error line.

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import _merge
 from tests.support.workflow import copy_repo, run_snakemake, write_overrides
 
 pytestmark = pytest.mark.slow
@@ -39,14 +40,6 @@ def plan(cache: Path, **extra) -> dict:
     for key, value in extra.items():
         _merge(overrides, {key: value})
     return overrides
-
-
-def _merge(into: dict, extra: dict) -> None:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
 
 
 def planned_trains(output: str) -> set[str]:
