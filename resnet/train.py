@@ -167,6 +167,7 @@ class _Run:
     def __init__(self, job: Job, out: Path, dist, stop: StopRequest, quiet: bool, retry_of: str | None) -> None:
         self.job, self.recipe, self.out, self.dist, self.stop = job, job.recipe, out, dist, stop
         self.quiet, self.retry_of = quiet, retry_of
+        self.final: dict[str, Any] | None = None  # the task's final numbers, once measured
         torch.manual_seed(self.recipe.seed)
         if job.engine.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -245,7 +246,13 @@ class _Run:
             self._diverged(row)
         pause = time.perf_counter()
         if evaluate and self.dist.is_main:  # the other processes wait at their next all-reduce
-            row.update(self.task.evaluate(self.model))
+            if row["iteration"] == self.recipe.iterations and getattr(self.task, "final_is_last_evaluation", False):
+                # The final numbers (with their extras, e.g. Figure 7's layer responses) come from
+                # this evaluation's passes over the data; the row shows the same errors.
+                self.final = self.task.final(self.model)
+                row.update({key: value for key, value in self.final.items() if key in row})
+            else:
+                row.update(self.task.evaluate(self.model))
         state["rows"].append(row)
         _warmup_check(self.job, state, row, self.dist)
         if not self.quiet:
@@ -287,7 +294,9 @@ class _Run:
         self.tracker.finish(mlflow_status)
 
     def _finish(self) -> Metrics | None:
-        final = self.task.final(self.model) if self.dist.is_main else {}
+        final = {}
+        if self.dist.is_main:  # final() ran with the last row unless this process resumed after it
+            final = self.final if self.final is not None else self.task.final(self.model)
         step = self.step
         self.state["step"] = {"path": step.path, "setup_s": round(step.setup_seconds, 3), "captures": step.captures,
                               "eager_steps": step.eager_steps}  # of this (the last) process

@@ -127,6 +127,23 @@ def test_count_multiply_adds_is_a_real_count(model):
     assert count_multiply_adds(model("cifar-resnet-20"), 64) > 3.9 * small
 
 
+@pytest.mark.parametrize("name,size", [("cifar-resnet-20", 32), ("cifar-plain-20", 32), ("cifar-resnet-56-b", 32),
+                                       ("resnet-18", 224), ("resnet-34-a", 224), ("resnet-34-c", 112),
+                                       ("resnet-50", 224), ("resnet-50-v1.5", 224)])
+def test_count_multiply_adds_equals_torchs_flop_counter(model, name, size):
+    # The hooks' count (every conv and fc layer) is torch's FlopCounterMode count halved, exactly:
+    # option A's zero-padded shortcuts, option C's projections, V1 and V1.5 strides, the fc layer.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = model(name)
+    was_training = net.training
+    net.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 3, size, size))
+    net.train(was_training)
+    assert count_multiply_adds(net, size) == counter.get_total_flops() // 2
+
+
 def test_table1_rows_follow_the_papers_architecture(table1):
     assert [row["layers"] for row in table1.values()] == list(IMAGENET_DEPTHS)
     for row in table1.values():
