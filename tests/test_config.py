@@ -50,9 +50,12 @@ def _scale_outside_results(config):
     config["scale"] = "../../../../tmp/x"
 
 
+MARKER = "ran-a-command"  # the file a scale name's $(touch ...) would create in the current folder
+
+
 def _scale_running_a_command(config):
-    config["scales"]["x$(touch /tmp/p)"] = {}
-    config["scale"] = "x$(touch /tmp/p)"
+    config["scales"][f"x$(touch {MARKER})"] = {}
+    config["scale"] = f"x$(touch {MARKER})"
 
 
 def _bn_group_not_dividing(config):
@@ -120,7 +123,7 @@ def test_bad_value_stops_snakemake_before_any_job(tmp_path, name):
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "error" in line.lower()]
     assert proc.returncode == 2 and len(errors) == 1 and f"'{key}'" in errors[0], proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert not Path("/tmp/p").exists() or name != "scale-shell"
+    assert not (REPO_ROOT / MARKER).exists()
 
 
 def test_paper_scale_cifar_cells_train_the_papers_recipe():
