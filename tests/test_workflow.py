@@ -14,7 +14,7 @@ import json
 import pytest
 
 from resnet import paper, report
-from resnet.config import load_config
+from resnet.config import load_config, plan_cells
 from resnet.tracking import metric_history, runs_of
 from tests.support.workflow import run_folders
 
@@ -83,7 +83,8 @@ def test_figures_are_the_reports_images_with_the_papers_panels(repo, tmp_path):
         png = (repo / "results" / f"{name}.png").read_bytes()
         assert png.startswith(PNG)
         assert (repo / "results" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
-        drawn = getattr(report, f"write_{name}")(config, repo / "results", tmp_path / f"{name}.png")
+        cells = [repo / "results" / "runs" / "smoke" / cell.id / "metrics.json" for cell in plan_cells(config)]
+        drawn = getattr(report, f"write_{name}")(config, cells, tmp_path / f"{name}.png")
         assert drawn["panels"] == panels
         assert (tmp_path / f"{name}.png").read_bytes() == png  # the workflow's file is this drawing
 
