@@ -449,11 +449,17 @@ def sync_run_folder(tracking_uri: str, experiment: str, folder: Path, scale: str
     its next training job continues, or replaces, its run) or the store cannot be written.
     """
     from resnet import paper, runfiles
+    from resnet.records import Metrics, RecordError
 
     folder = Path(folder)
-    metrics = runfiles.read_json(folder / "metrics.json")
-    if metrics is None:
+    try:
+        record = Metrics.read(folder / "metrics.json")  # the one definition of metrics.json
+    except RecordError as error:
+        print(f"warning: MLflow: {error}; not mirrored", file=sys.stderr, flush=True)
         return None
+    if record is None:
+        return None
+    metrics = dataclasses.asdict(record)
     rows = runfiles.read_curve(folder / "curve.csv") or []
     config = params_of(metrics)
     cell = metrics.get("cell") or f"{folder.parent.name}/{folder.name}"
