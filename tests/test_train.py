@@ -131,6 +131,41 @@ def test_cifar_smoke_run_writes_curve_metrics_and_one_mlflow_run(make_config, tm
     assert {"metrics.json", "curve.csv"} <= artifacts
 
 
+def test_cifar_final_numbers_are_the_last_evaluation_in_one_pass(make_config, tmp_path, monkeypatch):
+    # Evaluations at iterations 3 and 6: one pass over the test set and one over the validation set
+    # each. The final numbers (metrics.json) and Figure 7's layer responses come from the second
+    # pass; no further pass after the loop.
+    from resnet import cifar
+    from resnet.measure import layer_response_std
+    from resnet.models import build_model
+    from resnet.tasks import CifarTask
+
+    passes = []
+    batches = cifar.CifarEvalSet.batches
+
+    def counted(self, *args, **kwargs):
+        passes.append(len(self.labels))
+        return batches(self, *args, **kwargs)
+
+    monkeypatch.setattr(cifar.CifarEvalSet, "batches", counted)
+    cfg = job_of(make_config(), "cifar-resnet-20/seed-0")
+    assert cfg.recipe.val_size > 0 and (cfg.recipe.iterations, cfg.recipe.eval_every) == (6, 3)
+    metrics = train(cfg, tmp_path / "run", quiet=True)
+    assert len(passes) == 4  # (test, validation) at iterations 3 and 6
+    curve = read_curve(tmp_path / "run" / "curve.csv")
+    assert metrics.final["test_error"] == curve[-1]["test_error"]
+    assert metrics.final["val_error"] == curve[-1]["val_error"]
+    # The responses recorded during the test pass equal Figure 7's measurement in a pass of its own.
+    monkeypatch.setattr(cifar.CifarEvalSet, "batches", batches)
+    model = build_model(cfg.recipe.model, num_classes=10, bn_group=cfg.recipe.bn_group)
+    model.load_state_dict(load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"])
+    if cfg.engine.channels_last:  # as trained and evaluated
+        model = model.to(memory_format=torch.channels_last)
+    task = CifarTask(cfg, torch.device("cpu"))
+    alone = layer_response_std(model, (x for x, _ in task.test.batches(500)))
+    assert metrics.final["layer_response_std"] == pytest.approx(alone, rel=1e-6)
+
+
 def test_imagenet_smoke_run_has_ten_crop_numbers(make_config, tmp_path):
     cfg = job_of(make_config(), "resnet-18/seed-0")
     assert cfg.dataset == "imagenet" and cfg.data_source == "synthetic" and cfg.engine.workers == 0
