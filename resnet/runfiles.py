@@ -207,11 +207,13 @@ def device_name(device: torch.device) -> str:
 
 
 def provenance(device: torch.device, seed: int) -> dict[str, Any]:
-    import numpy
-    import torchvision
+    from importlib.metadata import version
 
+    import numpy
+
+    # torchvision's version from its metadata: importing it would cost a CIFAR job a second or two.
     versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "torchvision": torchvision.__version__, "numpy": numpy.__version__}
+                "torchvision": version("torchvision"), "numpy": numpy.__version__}
     if torch.version.cuda:
         versions["cuda"] = torch.version.cuda
     return {

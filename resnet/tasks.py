@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from resnet import cifar, cifar_source, distributed, imagenet, imagenet_dali, imagenet_eval
+from resnet import cifar, cifar_source, distributed
 from resnet.job import Job
 from resnet.measure import recording_layer_responses
 
@@ -109,6 +109,9 @@ class ImageNetTask:
     """
 
     def __init__(self, job: Job, device: torch.device, loader: str | None = None) -> None:
+        # Imported here, not at the top: CIFAR jobs need none of it (torchvision, DALI), ~2 s per job.
+        from resnet import imagenet
+
         recipe, engine = job.recipe, job.engine
         self.recipe, self.device, self.workers = recipe, device, engine.workers
         self.root = imagenet.resolve_imagenet_root(job.data.imagenet, job.data.cache)
@@ -125,12 +128,14 @@ class ImageNetTask:
         self._next_iteration = None
         self._val = None
         self.train_size = len(imagenet.ImageNetTrainSet(self.root, short_side=tuple(recipe.train_short_side),
-                                                    crop=recipe.crop))
+                                                        crop=recipe.crop))
         self.data_info = {"source": job.data.imagenet, "root": str(self.root),
                           "kind": "synthetic" if job.data.imagenet == "synthetic" else "folder",
                           "train_images": self.train_size, "loader": self.loader}
 
     def train_batch(self, iteration: int):
+        from resnet import imagenet, imagenet_dali
+
         if self._stream is None or self._next_iteration != iteration:
             make = imagenet_dali.dali_train_loader if self.loader == "dali" else imagenet.imagenet_train_loader
             self._stream = make(start_sample=iteration * self.recipe.batch_size, **self._loader_args)
@@ -142,6 +147,8 @@ class ImageNetTask:
         return iteration * self.recipe.batch_size / self.train_size
 
     def evaluate(self, model) -> dict[str, float]:
+        from resnet import imagenet_dali, imagenet_eval
+
         if self._val is None:  # kept: DALI's pipeline (and PIL's workers) start once
             make = imagenet_dali.dali_val_loader if self.loader == "dali" else imagenet_eval.imagenet_val_loader
             self._val = make(self.root, batch_size=min(self.recipe.batch_size, 256),
@@ -151,9 +158,11 @@ class ImageNetTask:
         return {"val_error": error_rate(model, self._val, self.device)}
 
     def final(self, model) -> dict:
+        from resnet import imagenet_eval
+
         centre = self.evaluate(model)["val_error"]
-        ten = imagenet_eval.ten_crop_eval(model, self.root, short_side=self.recipe.test_short_side, crop=self.recipe.crop,
-                                 batch_size=max(1, min(self.recipe.batch_size, 64)), device=self.device,
-                                 workers=self.workers)
+        ten = imagenet_eval.ten_crop_eval(model, self.root, short_side=self.recipe.test_short_side,
+                                          crop=self.recipe.crop, batch_size=max(1, min(self.recipe.batch_size, 64)),
+                                          device=self.device, workers=self.workers)
         return {"val_error": centre, "top1_10crop": ten["top1_error"], "top5_10crop": ten["top5_error"],
                 "test_short_side": self.recipe.test_short_side}
