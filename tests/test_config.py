@@ -184,3 +184,41 @@ def test_every_preset_and_the_default_plan_load():
     for scale in config["scales"]:
         config["scale"] = scale
         assert len(plan_cells(load_config(config))) == 23
+
+
+def test_an_empty_data_folder_stops_snakemake_before_any_job(tmp_path):
+    """The pre-flight check (resnet/preflight.py): not 20 resubmissions of a job that exits 2."""
+    empty = tmp_path / "cifar"
+    empty.mkdir()
+    config = raw()
+    config["scales"]["smoke"]["data"]["cifar10"] = str(empty)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run([str(SNAKEMAKE), "-n", "--cores", "1", "--configfile", str(path)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "error" in line.lower()]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stdout + proc.stderr
+    assert "config key 'data.cifar10'" in errors[0] and str(empty) in errors[0]
+
+
+def test_every_value_in_the_train_command_is_quoted_for_the_shell(tmp_path):
+    """Paths and JSON reach the trainer as single words, whatever they hold (spaces, $(...), quotes)."""
+    import shlex
+
+    odd = tmp_path / "a b$(touch ran-from-a-path)'q"
+    config = raw()
+    config["scales"]["smoke"]["data"]["cache"] = str(odd)
+    config["plan"].update(imagenet=False, cifar_plain_depths=[], cifar_resnet_depths=[20], resnet110_seeds=[])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run([str(SNAKEMAKE), "results/runs/smoke/cifar-resnet-20/seed-0/metrics.json", "-n", "-p",
+                           "--forcerun", "train", "--cores", "1", "--configfile", str(path)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    command = next(line for line in proc.stdout.splitlines() if " -m resnet train " in line)
+    words = shlex.split(command.split(" & trainer=")[0].replace(">>", " >> "))
+    settings = json.loads(words[words.index("--settings") + 1])
+    assert settings["data"]["cache"] == str(odd)  # one word, unchanged
+    recipe = json.loads(words[words.index("--recipe") + 1])
+    assert recipe["model"] == "cifar-resnet-20"
+    assert words[words.index("--out") + 1] == "results/runs/smoke/cifar-resnet-20/seed-0"
