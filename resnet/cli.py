@@ -169,7 +169,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 def cmd_mlflow_sync(args: argparse.Namespace) -> int:
     """Create or complete the MLflow run of every run folder of the scale (a lost or new store)."""
-    from resnet.tracking import sync_run_folders
+    from resnet.tracking_sync import sync_run_folders
 
     config = _config(args)
     runs = Path(args.runs) if args.runs else Path("results") / "runs" / config.scale

@@ -15,7 +15,7 @@ if name == "summary":
     # The same tables, figures and summary as artefacts of one MLflow "report" run, its description
     # the summary; a store that fails is a warning, the files above are complete.
     from resnet.runfiles import git_commit
-    from resnet.tracking import log_report_run
+    from resnet.tracking_sync import log_report_run
 
     settings = report.normalised_config(config)
     tables, figures = [Path(p) for p in snakemake.input.tables], [Path(p) for p in snakemake.input.figures]  # noqa: F821
