@@ -43,10 +43,10 @@ def run_dir(scale: str, cell: str) -> Path:
 
 def _config(args: argparse.Namespace):
     """config.yaml with the --set KEY=VALUE overrides laid over, validated."""
-    from resnet.config import _read, load_config, with_overrides
+    from resnet.config import load_config, read_config_file, with_overrides
 
     sets = getattr(args, "set", None) or []
-    return load_config(with_overrides(_read(args.config), sets) if sets else args.config)
+    return load_config(with_overrides(read_config_file(args.config), sets) if sets else args.config)
 
 
 def _job(args: argparse.Namespace):

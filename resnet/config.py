@@ -12,7 +12,7 @@ schedule, subsets inside the data set, crops inside the image) is checked here t
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +179,7 @@ TOP_LEVEL = ("scale", "data", "mlflow", "plan", "recipes", "scales", "engine", "
 
 def load_config(source: str | Path | dict) -> Config:
     """Read config.yaml (or take an already-read dict), lay the active scale over it, validate it all."""
-    raw = _read(source) if not isinstance(source, dict) else copy.deepcopy(source)
+    raw = read_config_file(source) if not isinstance(source, dict) else copy.deepcopy(source)
     unknown = sorted(set(raw) - set(TOP_LEVEL), key=str)
     if unknown:
         raise ConfigError(f"config key '{unknown[0]}': unknown key (accepted keys: {', '.join(TOP_LEVEL)})")
@@ -197,7 +197,8 @@ def load_config(source: str | Path | dict) -> Config:
     return configs[scale]
 
 
-def _read(source: str | Path) -> dict:
+def read_config_file(source: str | Path) -> dict:
+    """config.yaml as the raw mapping it holds (before validation)."""
     path = Path(source)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found: pass --config with the path to config.yaml")
@@ -370,8 +371,3 @@ def plan_cells(config: Config) -> list[Cell]:
         for model in plan.imagenet_models:
             add(model, plan.imagenet_seeds, "imagenet")
     return list(cells.values())
-
-
-def replaced(config: Config, **sections: Any) -> Config:
-    """A copy of ``config`` with whole sections replaced (tests and benchmarks)."""
-    return replace(config, **sections)
