@@ -178,8 +178,10 @@ def cmd_mlflow_sync(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     uri, experiment = config.mlflow.tracking_uri, config.mlflow.experiment
     print(f"mirroring the run folders under {runs} to {uri} (experiment {experiment!r})", flush=True)
-    results = sync_run_folders(uri, experiment, runs, config.scale,
-                               echo=lambda line: print(line, flush=True))
+    finished = sorted(path.parent for path in runs.glob("*/seed-*/metrics.json"))
+    results = sync_run_folders(uri, experiment, finished, config.scale, echo=lambda line: print(line, flush=True))
+    for folder in sorted(path for path in runs.glob("*/seed-*") if path.is_dir() and path not in finished):
+        print(f"{folder.parent.name}/{folder.name}: unfinished (no metrics.json); its next training job logs its run")
     missed = sorted(cell for cell, outcome in results.items() if outcome is None)
     print(f"{len(results) - len(missed)} of {len(results)} finished cells mirrored"
           + (f"; not mirrored: {', '.join(missed)} (see the warnings)" if missed else ""))

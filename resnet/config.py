@@ -50,6 +50,8 @@ class Data:
 class Tracking:
     tracking_uri: str = setting("an MLflow tracking URI: sqlite:///results/mlflow.db or http://host:5000")
     experiment: str = setting("the MLflow experiment name", pattern=NAME_PATTERN)
+    live: bool = setting("true: each training job logs its run as it trains; false: the workflow's summary step "
+                         "logs every cell's run from its files")
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ class Resources:
 
 
 PRESET_SECTIONS = {"cifar10": ("recipes", "cifar10"), "imagenet": ("recipes", "imagenet"),
-                   "engine": ("engine",), "data": ("data",)}
+                   "engine": ("engine",), "data": ("data",), "mlflow": ("mlflow",), "resources": ("resources",)}
 
 
 @dataclass(frozen=True)
@@ -234,12 +236,22 @@ def _with_preset(raw: dict, name: str) -> Config:
                 raise ConfigError(f"config key '{'.'.join(path)}': expected a mapping")
             target = target[part]
         cls = {"cifar10": CifarRecipeSettings, "imagenet": ImageNetRecipeSettings, "engine": Engine,
-               "data": Data}[section]
+               "data": Data, "mlflow": Tracking, "resources": Resources}[section]
         parse(cls, overrides, f"scales.{name}.{section}", partial=True)  # bad preset values named where they are
-        target.update(copy.deepcopy(overrides))
+        _lay_over(target, overrides)
     config = parse(Config, merged, "")
     _check_rules(config, preset)
     return config
+
+
+def _lay_over(target: dict, overrides: dict) -> None:
+    """overrides laid over target key by key, nested mappings too (resources.cifar10.cpus keeps the
+    other keys of resources.cifar10)."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _lay_over(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
 
 
 def _where(preset: dict, scale: str, section: str, key: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from resnet.tracking import REPORT_SOURCE, Tracker, _call, _system_tags, params_of, run_description, run_tags
 
@@ -59,12 +59,12 @@ def sync_run_folder(tracking_uri: str, experiment: str, folder: Path, scale: str
     return None if tracker.failed else (tracker.run_id, tracker.sent)
 
 
-def sync_run_folders(tracking_uri: str, experiment: str, runs_root: Path, scale: str,
+def sync_run_folders(tracking_uri: str, experiment: str, folders: Iterable[Path], scale: str,
                      echo: Callable[[str], None] = print) -> dict[str, tuple[str, int] | None]:
-    """sync_run_folder for every <model>/seed-<n>/ under runs_root (results/runs/<scale>/)."""
+    """sync_run_folder for each run folder (results/runs/<scale>/<model>/seed-<n>/), keyed by cell."""
     results = {}
-    for metrics_file in sorted(Path(runs_root).glob("*/seed-*/metrics.json")):
-        folder = metrics_file.parent
+    for folder in folders:
+        folder = Path(folder)
         cell = f"{folder.parent.name}/{folder.name}"
         results[cell] = outcome = sync_run_folder(tracking_uri, experiment, folder, scale)
         if outcome is None:
@@ -72,10 +72,6 @@ def sync_run_folders(tracking_uri: str, experiment: str, runs_root: Path, scale:
         else:
             echo(f"{cell}: run {outcome[0]}, {outcome[1]} metric values sent"
                  + (" (up to date)" if outcome[1] == 0 else ""))
-    unfinished = sorted(f"{p.parent.name}/{p.name}" for p in Path(runs_root).glob("*/seed-*")
-                        if p.is_dir() and not (p / "metrics.json").exists())
-    for cell in unfinished:
-        echo(f"{cell}: unfinished (no metrics.json); its next training job logs its run")
     return results
 
 

@@ -190,7 +190,8 @@ class _Run:
             dist.print(f"{job.cell}: resuming at iteration {self.state['iteration']} from {self.checkpoint_path}")
         dist.print(_banner(job, self.device, self.model, dist))
         self.step = make_step(dist.wrap(self.model), self.optimizer, job, self.device, single_process=not dist.enabled)
-        self.tracker = _open_tracker(job, self.state) if dist.is_main else None
+        # mlflow.live false: no MLflow here; the workflow's summary step (or mlflow-sync) logs the run
+        self.tracker = _open_tracker(job, self.state) if dist.is_main and job.tracking.live else None
         self.interval = {"loss": torch.zeros((), device=self.device), "wrong": torch.zeros((), device=self.device),
                          "images": 0, "start": time.perf_counter(), "paused": 0.0}
 
@@ -202,7 +203,7 @@ class _Run:
         # MLflow first, so the checkpoint's rows_in_mlflow counts the rows logged. Rows logged by a
         # run killed before its next checkpoint are skipped by the resumed Tracker (per metric).
         # Rows the store refused (a warning said why) stay counted as unsent and go with the next save.
-        if self.tracker.log_rows(state["rows"][state["rows_in_mlflow"]:]):
+        if self.tracker and self.tracker.log_rows(state["rows"][state["rows_in_mlflow"]:]):
             state["rows_in_mlflow"] = len(state["rows"])
         Checkpoint(recipe=self.recipe.to_dict(), model=self.model.state_dict(),
                    optimizer=self.optimizer.state_dict(), torch_rng=torch.get_rng_state(),
@@ -283,15 +284,17 @@ class _Run:
         if self.dist.is_main:
             self.state["rows"].append(row)
             runfiles.write_curve(self.out / "curve.csv", self.state["rows"])  # the diverged row, as 'nan'
-            self.tracker.log_rows(self.state["rows"][self.state["rows_in_mlflow"]:])
+            if self.tracker:
+                self.tracker.log_rows(self.state["rows"][self.state["rows_in_mlflow"]:])
             self._fail(reason, "FAILED", iterations=row["iteration"])
         raise Diverged(reason)
 
     def _fail(self, reason: str, mlflow_status: str, iterations: int | None = None) -> None:
         record_failure(self.job, self.out, reason, iterations=iterations or self.state["iteration"],
                        retry_of=self.retry_of)
-        self.tracker.set_tags({"failure": reason})
-        self.tracker.finish(mlflow_status)
+        if self.tracker:
+            self.tracker.set_tags({"failure": reason})
+            self.tracker.finish(mlflow_status)
 
     def _finish(self) -> Metrics | None:
         final = {}
@@ -414,6 +417,8 @@ def _metrics(job, out, model, task, state, final, device, tracker, retry_of) -> 
     )
     metrics.write(out / "metrics.json")
     # The files are written: the cell is done whatever MLflow says from here (trouble is a warning).
+    if tracker is None:
+        return metrics
     if tracker.log_rows(rows[state["rows_in_mlflow"]:]):  # rows not yet in this run (a new run: all)
         state["rows_in_mlflow"] = len(rows)
     data = metrics.data or {}

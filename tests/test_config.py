@@ -70,6 +70,10 @@ def _negative_lr_in_a_preset(config):
     config["scales"]["paper"] = {"cifar10": {"lr": -0.1}}
 
 
+def _no_core_in_a_preset(config):
+    config["scales"]["smoke"]["resources"]["cifar10"]["cpus"] = 0
+
+
 BAD = {
     "deleted-lr": (_delete_lr, "recipes.cifar10.lr", "missing"),
     "nan-lr": (_nan_lr, "recipes.cifar10.lr", "finite"),
@@ -81,6 +85,7 @@ BAD = {
     "bn-group": (_bn_group_not_dividing, "recipes.cifar10.bn_group", "48"),
     "experiment": (_experiment_name, "mlflow.experiment", "not a valid name"),
     "inactive-preset": (_negative_lr_in_a_preset, "scales.paper.cifar10.lr", "above 0"),
+    "preset-resources": (_no_core_in_a_preset, "scales.smoke.resources.cifar10.cpus", "got 0"),
 }
 
 
@@ -156,6 +161,8 @@ def test_recipe_round_trips_and_is_the_identity():
     other["engine"]["device"] = "cpu"
     other["mlflow"]["tracking_uri"] = "http://elsewhere:5000"
     other["resources"]["cifar10"]["cpus"] = 16
+    other["scales"]["smoke"]["resources"]["cifar10"]["cpus"] = 2
+    other["scales"]["smoke"]["mlflow"]["live"] = True
     assert resolve_cell(load_config(other), "cifar-resnet-20/seed-0").recipe == job.recipe
     other["scales"]["smoke"]["cifar10"]["lr"] = 0.2
     assert resolve_cell(load_config(other), "cifar-resnet-20/seed-0").recipe != job.recipe
@@ -177,6 +184,24 @@ def test_config_command_prints_what_the_workflow_hands_a_job():
     assert shown["recipe"] == resolve_cell(load_config(config), "cifar-resnet-56/seed-0").recipe.to_dict()
     bad = run_cli("config", "--cell", "cifar-resnet-56/seed-0", "--set", "recipes.cifar10.nope=1")
     assert bad.returncode == 2 and "recipes.cifar10.nope" in bad.stderr
+
+
+def test_a_preset_lays_its_mlflow_and_resources_keys_over_the_base_ones():
+    """The smoke preset: one core per job and MLflow from the summary step; every other key of those
+    sections (memory, time limit, store) is the base one; the paper scale keeps the base sections."""
+    config = raw()
+    smoke = load_config(config)
+    config["scale"] = "paper"
+    paper = load_config(config)
+    base = raw()
+    assert (smoke.resources.cifar10.cpus, smoke.resources.imagenet.cpus, smoke.mlflow.live) == (1, 1, False)
+    assert (paper.resources.cifar10.cpus, paper.resources.imagenet.cpus, paper.mlflow.live) == (
+        base["resources"]["cifar10"]["cpus"], base["resources"]["imagenet"]["cpus"], True)
+    for dataset in ("cifar10", "imagenet"):
+        for key in ("gpus", "mem_mb", "runtime_min"):
+            assert getattr(getattr(smoke.resources, dataset), key) == base["resources"][dataset][key]
+    assert smoke.mlflow.tracking_uri == paper.mlflow.tracking_uri == base["mlflow"]["tracking_uri"]
+    assert smoke.resources.max_resubmits == paper.resources.max_resubmits
 
 
 def test_every_preset_and_the_default_plan_load():

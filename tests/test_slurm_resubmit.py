@@ -59,7 +59,8 @@ OVERRIDES = {
              "resnet110_seeds": []},
     "scales": {"smoke": {"cifar10": {"iterations": ITERATIONS, "batch_size": BATCH, "milestones": [450, 675],
                                      "eval_every": 300, "log_every": LOG_EVERY},
-                         "engine": {"checkpoint_every": CHECKPOINT_EVERY}}},
+                         "engine": {"checkpoint_every": CHECKPOINT_EVERY},
+                         "mlflow": {"live": True}}},  # the job logs its run, continued across resubmissions
     "resources": {**SMOKE_OVERRIDES["resources"],
                   "cifar10": {"gpus": 1, "cpus": 1, "mem_mb": 2000, "runtime_min": 2},
                   "max_resubmits": 12},

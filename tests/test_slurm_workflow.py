@@ -53,8 +53,10 @@ def slurm_run(slurm_cluster, tmp_path_factory):  # noqa: F811
     if not CIFAR_TARBALL.is_file():
         pytest.skip(f"real CIFAR-10 tarball not found at {CIFAR_TARBALL}")
     repo = copy_repo(tmp_path_factory.mktemp("smoke-slurm"))
+    # mlflow.live: each packed cell logs its own MLflow run from inside the shared job
     write_overrides(repo, {**SMOKE_OVERRIDES, "resources": {**SMOKE_OVERRIDES["resources"],
-                                                            "cifar_cells_per_job": CIFAR_CELLS_PER_JOB}})
+                                                            "cifar_cells_per_job": CIFAR_CELLS_PER_JOB},
+                           "scales": {"smoke": {"mlflow": {"live": True}}}})
     t0 = time.monotonic()
     # The profile's own scale is the paper's (tests/test_slurm_profile.py); this run asks for smoke.
     proc = run_snakemake(repo, "--cores", "8", "--profile", "slurm", "--configfile", "test-overrides.yaml",

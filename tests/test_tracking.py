@@ -182,3 +182,26 @@ def test_mlflow_sync_rebuilds_a_deleted_store_once(cell, tmp_path):
     assert last["run_id"] == run["run_id"] and last["status"] == "FINISHED"
     assert json.loads((out / "metrics.json").read_text())["mlflow_run_id"] == run["run_id"]
     assert_run_has_the_curve(store, last, out)
+
+
+def test_with_mlflow_live_false_the_job_leaves_the_store_alone_and_sync_logs_the_run(cell, tmp_path):
+    """mlflow.live: false (the smoke scale's choice): training opens no store; the run comes later
+    from the files (the workflow's summary step calls the same sync), with the whole curve."""
+    store = tmp_path / "store-e"
+    config = cell["build"](mlflow={"tracking_uri": store_uri(store), "experiment": EXPERIMENT, "live": False})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    out = tmp_path / "runs" / "smoke" / CELL
+
+    result = run_cli("train", "--config", str(tmp_path / "config.yaml"), "--cell", CELL, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "mlflow.live: false" in result.stdout and "warning" not in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "done" and metrics["mlflow_run_id"] is None
+    assert not (store / "mlflow.db").exists()  # the store was never opened
+    assert len(curve_rows(out)) == 4  # iterations 2, 3, 4, 6
+
+    synced = run_cli("mlflow-sync", "--config", str(tmp_path / "config.yaml"), "--runs", str(out.parent.parent))
+    assert synced.returncode == 0 and "1 of 1 finished cells mirrored" in synced.stdout, synced.stderr
+    (run,) = cell_runs(store)
+    assert run["status"] == "FINISHED" and run["tags"]["mlflow.source.name"] == "python -m resnet train"
+    assert_run_has_the_curve(store, run, out)

@@ -61,17 +61,21 @@ rule summary:
         tables=[f"results/{name}.csv" for name in TABLES],
         figures=[f"results/{name}.png" for name in FIGURES],
     output:
-        "results/README.md",
+        md="results/README.md",
+        # the same as HTML, for the Snakemake report's front page (workflow/report/workflow.rst)
+        html="results/README.html",
     log:
         "results/logs/report/summary.log",
     conda:
         "../../environment.yml"
+    # Also MLflow: every cell's run from its files when the jobs did not log them (mlflow.live:
+    # false), then one report run holding the tables, figures and this summary.
     script:
         "../scripts/report.py"
 
 
-# The Snakemake report (`snakemake --report report.html`): one page per cell's curve, and the summary
-# as HTML for the report's front page (the `report:` description in the Snakefile includes it).
+# The Snakemake report (`snakemake --report report.html`): one page per cell's curve; the summary's
+# HTML (rule summary) is the report's front page (the `report:` description in the Snakefile).
 rule curves:
     input:
         metrics=run_metrics(CELLS),
@@ -86,15 +90,3 @@ rule curves:
     script:
         "../scripts/curves.py"
 
-
-rule summary_html:
-    input:
-        "results/README.md",
-    output:
-        "results/README.html",
-    # Runs in the Snakemake process (no job start-up); Python-Markdown renders the summary's Markdown.
-    run:
-        import markdown
-        from resnet.runfiles import atomic_write_text
-
-        atomic_write_text(Path(output[0]), markdown.markdown(Path(input[0]).read_text(), extensions=["tables"]))

@@ -10,16 +10,22 @@ from resnet import report  # noqa: E402
 config, cells = snakemake.config, [Path(p) for p in snakemake.input.metrics]  # noqa: F821
 name = snakemake.wildcards.get("name", "summary")  # noqa: F821
 if name == "summary":
-    summary = Path(snakemake.output[0])  # noqa: F821
+    import markdown
+
+    from resnet.runfiles import atomic_write_text, git_commit
+    from resnet.tracking_sync import log_report_run, sync_run_folders
+
+    summary = Path(snakemake.output.md)  # noqa: F821
     text = report.write_summary(config, cells, summary)
+    atomic_write_text(Path(snakemake.output.html), markdown.markdown(text, extensions=["tables"]))  # noqa: F821
+    settings = report.normalised_config(config)
+    uri, experiment = settings.mlflow.tracking_uri, settings.mlflow.experiment
+    if not settings.mlflow.live:  # the jobs left MLflow alone: each cell's run from its files, here at once
+        sync_run_folders(uri, experiment, [path.parent for path in cells], settings.scale)
     # The same tables, figures and summary as artefacts of one MLflow "report" run, its description
     # the summary; a store that fails is a warning, the files above are complete.
-    from resnet.runfiles import git_commit
-    from resnet.tracking_sync import log_report_run
-
-    settings = report.normalised_config(config)
     tables, figures = [Path(p) for p in snakemake.input.tables], [Path(p) for p in snakemake.input.figures]  # noqa: F821
-    log_report_run(settings.mlflow.tracking_uri, settings.mlflow.experiment, run_name=f"{settings.scale}/report",
+    log_report_run(uri, experiment, run_name=f"{settings.scale}/report",
                    files={"tables": [f for t in tables for f in (t, t.with_suffix(".md"))],
                           "figures": [f for g in figures for f in (g, g.with_suffix(".pdf"))], "": [summary]},
                    tags={"scale": settings.scale}, description=text, git=git_commit())
