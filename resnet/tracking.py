@@ -2,7 +2,9 @@
 
 Files are the truth (curve.csv, metrics.json in each run folder); MLflow is where the same numbers
 are browsed. One MLflow run per cell; a resumed cell continues its run (the run id is kept in the
-checkpoint) instead of starting a second one.
+checkpoint) instead of starting a second one. With ``mlflow.live: false`` (the smoke scale) the
+training job does not import this module at all; the workflow's summary step logs each cell's run
+from its files (resnet.tracking_sync), once for the whole plan.
 
 The mirror never costs a result: every call to the store is guarded. MLflow trouble (a store that
 cannot be opened, a run that is gone, a locked database that stays locked) is printed as one

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from resnet.config import ConfigError, load_config, plan_cells
 from resnet.job import resolve_cell, settings_json
+from resnet.names import parse_model_name
 from resnet.records import Metrics, RecordError
 
 
@@ -94,8 +95,6 @@ def gpu_slots(dataset):
 
 
 def dataset_of(wildcards):
-    from resnet.names import parse_model_name
-
     return parse_model_name(wildcards.model).dataset
 
 

@@ -23,6 +23,9 @@ rule train:
         recipe=recipe_param,
         retry_of=retry_of,
         out=lambda w: f"{RUNS}/{w.model}/seed-{w.seed}",
+    # Deeper nets first: the longest cell (ResNet-1202) starts at once instead of last, when it would
+    # run alone at the end of the plan.
+    priority: lambda w: parse_model_name(w.model).depth
     # SLURM: k CIFAR cells share one job (config resources.cifar_cells_per_job; workflow/rules/cluster.smk).
     group: train_group
     threads: lambda w: packed_threads(w, min(job_resources(dataset_of(w)).cpus, workflow.cores))
