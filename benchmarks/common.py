@@ -107,7 +107,7 @@ def bench_config(model: str, batch_size: int, device: str, *, bf16: bool, channe
     data = Data(cifar10="", cifar10_download=False, cifar10_partial=False, imagenet="synthetic",
                 imagenet_loader="auto", cache=str(BENCH_DATA))
     return Job(recipe=recipe, scale="bench", engine=engine, data=data,
-               tracking=Tracking(tracking_uri="", experiment="bench"), max_resubmits=0)
+               tracking=Tracking(tracking_uri="", experiment="bench", live=False), max_resubmits=0)
 
 
 def make_model_and_step(job: Job, device: torch.device, num_classes: int = 10):

@@ -106,11 +106,12 @@ def test_failed_cells_are_retried_and_only_recipe_changes_rerun_cells(repo, cifa
     assert table6_status(repo) == {"cifar-resnet-20": "done"}
     assert dry_run(repo, base) == set()
 
-    # Engine, data location, store and resources: nothing to do, no cell retrains.
+    # Engine, data location, store (and when runs reach it) and resources: nothing to do, no cell retrains.
     moved_cache = tmp_path / "elsewhere"
     moved_cache.symlink_to(cifar_cache_dir, target_is_directory=True)
     others = plan(cifar_cache_dir, scales={"smoke": {"engine": {"checkpoint_every": 1, "channels_last": True},
-                                                     "data": {"cache": str(moved_cache)}}},
+                                                     "data": {"cache": str(moved_cache)},
+                                                     "mlflow": {"live": True}}},
                   mlflow={"tracking_uri": f"sqlite:///{tmp_path}/other.db", "experiment": "elsewhere"},
                   resources={"cifar10": {"cpus": 2, "mem_mb": 3000}, "max_resubmits": 3})
     assert dry_run(repo, others) == set()
