@@ -101,3 +101,39 @@ def test_readme_states_the_smoke_scale_that_config_yaml_sets():
 
     assert stated == [smoke("cifar10", "iterations"), smoke("cifar10", "train_subset"),
                       smoke("cifar10", "batch_size"), smoke("imagenet", "iterations"), smoke("imagenet", "crop")]
+
+
+def _train_jobs(output: str) -> dict[str, dict[str, int]]:
+    """{cell: {"priority": p, "threads": t}} for each train job of a dry run's job list."""
+    jobs, rule, cell = {}, None, None
+    for line in output.splitlines():
+        text = line.strip()
+        if line.startswith(("rule ", "localrule ")):
+            rule, cell = line.split()[-1].rstrip(":"), None
+        elif rule == "train" and text.startswith("wildcards:"):
+            found = dict(item.strip().split("=") for item in text.split(":", 1)[1].split(","))
+            cell = f"{found['model']}/seed-{found['seed']}"
+            jobs[cell] = {"priority": 0, "threads": 1}  # Snakemake prints neither at its default
+        elif rule == "train" and cell and text.startswith(("priority:", "threads:")):
+            key, value = text.split(":")
+            jobs[cell][key] = int(value)
+    return jobs
+
+
+def test_smoke_jobs_take_one_core_each_and_every_plan_trains_deepest_first():
+    """The smoke preset's resources: one core per train job, so --cores 4 runs four side by side; the
+    paper scale keeps resources.cifar10.cpus. Each train job's priority is its depth (ResNet-1202 first)."""
+    from resnet.names import parse_model_name
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for scale in ("smoke", "paper"):
+        proc = subprocess.run([str(SNAKEMAKE), "-n", "--cores", "4", "--config", f"scale={scale}"], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        jobs = _train_jobs(proc.stdout)
+        assert len(jobs) == 23 and max(jobs, key=lambda cell: jobs[cell]["priority"]) == "cifar-resnet-1202/seed-0"
+        for cell, job in jobs.items():
+            spec = parse_model_name(cell.split("/")[0])
+            assert job["priority"] == spec.depth, cell
+            cores = 1 if scale == "smoke" else config["resources"][spec.dataset]["cpus"]
+            assert job["threads"] == min(cores, 4), cell  # threads: the job's cores, at most --cores
