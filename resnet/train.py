@@ -192,12 +192,11 @@ class _Run:
         self.step = make_step(dist.wrap(self.model), self.optimizer, job, self.device, single_process=not dist.enabled)
         # mlflow.live false: no MLflow here; the workflow's summary step (or mlflow-sync) logs the run
         self.tracker = _open_tracker(job, self.state) if dist.is_main and job.tracking.live else None
-        self.interval = {"loss": torch.zeros((), device=self.device), "wrong": torch.zeros((), device=self.device),
-                         "images": 0, "start": time.perf_counter(), "paused": 0.0}
+        self.interval = _open_interval(self.state["carried"], self.device)  # resumed: the stop's sums
 
     def save(self) -> None:
         state = self.state
-        _carry_interval(state, self.interval)  # a half-finished log interval travels in the checkpoint
+        _snapshot_interval(state, self.interval)  # a half-finished log interval travels in the checkpoint
         if not self.dist.is_main:
             return
         # MLflow first, so the checkpoint's rows_in_mlflow counts the rows logged. Rows logged by a
@@ -328,27 +327,38 @@ def _fresh_state(recipe) -> dict[str, Any]:
             "interruptions": 0, "train_seconds": 0.0, "first_step_s": None}
 
 
-def _carry_interval(state, interval) -> None:
+def _open_interval(carried: dict[str, Any] | None, device: torch.device) -> dict[str, Any]:
+    """A log interval's running sums: from zero, or a resumed run's from its checkpoint."""
+    carried = carried or {"loss": 0.0, "wrong": 0, "images": 0, "seconds": 0.0}
+    return {"loss": torch.tensor(float(carried["loss"]), dtype=torch.float32, device=device),
+            "wrong": torch.tensor(float(carried["wrong"]), dtype=torch.float32, device=device),
+            "images": carried["images"], "seconds_before": carried.get("seconds", 0.0),
+            "start": time.perf_counter(), "paused": 0.0}
+
+
+def _interval_seconds(interval: dict[str, Any]) -> float:
+    return interval["seconds_before"] + time.perf_counter() - interval["start"] - interval["paused"]
+
+
+def _snapshot_interval(state, interval) -> None:
     """Keep a half-finished log interval in the checkpoint so the resumed curve is identical.
 
-    Its training seconds so far travel with it: a row whose interval spans a stop then divides its
-    images by the time actually spent on them (before and after the stop), and wall_time_s keeps
-    the seconds trained before the stop.
+    The running sums are saved as they are (float32 values, exact as Python floats) and left
+    untouched; a resumed run starts its sums from exactly those values (_open_interval). A row's
+    loss is then the same float32 additions in the same order, however many stops fell inside its
+    interval. Its training seconds so far travel with it: a row whose interval spans a stop divides
+    its images by the time actually spent on them (before and after the stop), and wall_time_s
+    keeps the seconds trained before the stop.
     """
-    now = time.perf_counter()
-    carried = state["carried"] or {"loss": 0.0, "wrong": 0, "images": 0, "seconds": 0.0}
-    state["carried"] = {"loss": carried["loss"] + float(interval["loss"]),
-                        "wrong": carried["wrong"] + int(interval["wrong"]),
-                        "images": carried["images"] + interval["images"],
-                        "seconds": carried.get("seconds", 0.0) + now - interval["start"] - interval["paused"]}
-    interval["loss"].zero_(); interval["wrong"].zero_(); interval["images"] = 0
-    interval["start"], interval["paused"] = now, 0.0
+    state["carried"] = {"loss": float(interval["loss"]), "wrong": int(interval["wrong"]),
+                        "images": interval["images"], "seconds": _interval_seconds(interval)}
 
 
 def _close_interval(job, state, interval, lr, dist, task) -> dict[str, Any]:
-    _carry_interval(state, interval)
-    totals = dist.sum([state["carried"]["loss"], state["carried"]["wrong"], state["carried"]["images"]])
-    elapsed = state["carried"]["seconds"]
+    totals = dist.sum([float(interval["loss"]), int(interval["wrong"]), interval["images"]])
+    elapsed = _interval_seconds(interval)
+    interval["loss"].zero_(), interval["wrong"].zero_()
+    interval.update(images=0, seconds_before=0.0, start=time.perf_counter(), paused=0.0)
     state["carried"] = None
     state["train_seconds"] += elapsed
     images = totals[2]
