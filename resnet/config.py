@@ -238,20 +238,22 @@ def _with_preset(raw: dict, name: str) -> Config:
         cls = {"cifar10": CifarRecipeSettings, "imagenet": ImageNetRecipeSettings, "engine": Engine,
                "data": Data, "mlflow": Tracking, "resources": Resources}[section]
         parse(cls, overrides, f"scales.{name}.{section}", partial=True)  # bad preset values named where they are
-        _lay_over(target, overrides)
+        lay_over(target, overrides)
     config = parse(Config, merged, "")
     _check_rules(config, preset)
     return config
 
 
-def _lay_over(target: dict, overrides: dict) -> None:
-    """overrides laid over target key by key, nested mappings too (resources.cifar10.cpus keeps the
-    other keys of resources.cifar10)."""
+def lay_over(target: dict, overrides: dict) -> dict:
+    """overrides laid over target (in place, and returned) key by key, nested mappings too:
+    resources.cifar10.cpus keeps the other keys of resources.cifar10, as Snakemake merges a
+    --configfile over config.yaml."""
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _lay_over(target[key], value)
+            lay_over(target[key], value)
         else:
             target[key] = copy.deepcopy(value)
+    return target
 
 
 def _where(preset: dict, scale: str, section: str, key: str) -> str:

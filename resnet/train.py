@@ -357,8 +357,7 @@ def _snapshot_interval(state, interval) -> None:
 def _close_interval(job, state, interval, lr, dist, task) -> dict[str, Any]:
     totals = dist.sum([float(interval["loss"]), int(interval["wrong"]), interval["images"]])
     elapsed = _interval_seconds(interval)
-    interval["loss"].zero_(), interval["wrong"].zero_()
-    interval.update(images=0, seconds_before=0.0, start=time.perf_counter(), paused=0.0)
+    interval.update(_open_interval(None, interval["loss"].device))  # the next interval, from zero
     state["carried"] = None
     state["train_seconds"] += elapsed
     images = totals[2]

@@ -85,15 +85,6 @@ def mlflow_template_db(tmp_path_factory) -> Path:
     return path
 
 
-def _merge(into: dict, overrides: dict) -> dict:
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = copy.deepcopy(value)
-    return into
-
-
 TINY_CIFAR = dict(batch_size=16, bn_group=0, iterations=6, milestones=[4], train_subset=512, test_subset=200,
                   val_size=100, eval_every=3, log_every=2)
 TINY_IMAGENET = dict(batch_size=8, iterations=4, milestones=[3], train_short_side=[36, 48], crop=32,
@@ -110,7 +101,7 @@ def config_builder(store_dir: Path, cache_dir: Path, template_db: Path | None = 
     the device is the CPU, kernels deterministic. ``load_config`` has checked it; ``job_of`` resolves
     a cell of it.
     """
-    from resnet.config import load_config
+    from resnet.config import lay_over, load_config
 
     store_dir.mkdir(parents=True, exist_ok=True)
     if template_db is not None and not (store_dir / "mlflow.db").exists():
@@ -135,7 +126,7 @@ def config_builder(store_dir: Path, cache_dir: Path, template_db: Path | None = 
         smoke["imagenet"].update(TINY_IMAGENET)
         smoke["cifar10"].update(cifar10 or {})
         smoke["imagenet"].update(imagenet or {})
-        _merge(config, overrides)
+        lay_over(config, overrides)
         load_config(config)  # a valid config, or the test fails here naming the key
         return config
 

@@ -120,13 +120,6 @@ def _merged(repo):
     """config.yaml with the run's --configfile overrides laid over it, as Snakemake merged them."""
     import yaml
 
-    def merge(base, extra):
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = value
-        return base
+    from resnet.config import lay_over
 
-    base = yaml.safe_load((repo / "config.yaml").read_text())
-    return merge(base, _overrides(repo))
+    return lay_over(yaml.safe_load((repo / "config.yaml").read_text()), _overrides(repo))

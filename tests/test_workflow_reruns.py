@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _merge
+from resnet.config import lay_over
 from tests.support.workflow import copy_repo, run_snakemake, write_overrides
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ def plan(cache: Path, **extra) -> dict:
         "resources": {"cifar10": {"gpus": 0, "cpus": 1, "mem_mb": 2000, "runtime_min": 20}},
     }
     for key, value in extra.items():
-        _merge(overrides, {key: value})
+        lay_over(overrides, {key: value})
     return overrides
 
 
