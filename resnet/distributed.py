@@ -74,6 +74,15 @@ class Distributed:
         torch_dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def gather(self, values: list[float]) -> list[list[float]]:
+        """Every process's ``values`` (the same length on each), in rank order, on every process."""
+        if not self.enabled:
+            return [[float(v) for v in values]]
+        mine = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
+        everyone = [torch.empty_like(mine) for _ in range(self.world_size)]
+        torch_dist.all_gather(everyone, mine)
+        return [tensor.tolist() for tensor in everyone]
+
     def barrier(self) -> None:
         if self.enabled:
             torch_dist.barrier()

@@ -6,7 +6,7 @@ version is refused with a line naming it, never half-understood.
 
     <run>/metrics.json   Metrics: status (done | failed), final numbers, the recipe trained, the
                          settings it ran with, which data it saw, provenance
-    <run>/checkpoint.pt  Checkpoint: model, optimiser, RNG, the training state and the recipe
+    <run>/checkpoint.pt  Checkpoint: model, optimiser, RNG, the recipe and the loop's TrainState
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 from resnet import runfiles
 
 METRICS_FORMAT = 2
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: the loop's state is a TrainState; interval sums per process
 DONE, FAILED = "done", "failed"
 
 
@@ -93,6 +93,56 @@ class Metrics:
 
 
 @dataclass
+class IntervalSums:
+    """One process's running sums of a log interval that a checkpoint cut in two.
+
+    ``loss`` is the float32 running sum as it stood (exact as a Python float), so a resumed run
+    repeats the same float32 additions in the same order; ``seconds`` is the training time spent on
+    the interval before the stop."""
+
+    loss: float = 0.0
+    wrong: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainState:
+    """What the training loop carries from one iteration to the next, and across a stop."""
+
+    iteration: int = 0  # iterations done
+    warming_up: bool = False  # Sec. 4.2's warm-up lr is in force
+    warmup_ended_at: int | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)  # curve.csv's rows so far
+    rows_in_mlflow: int = 0  # rows the cell's MLflow run holds
+    # The half-finished log interval of each training process (rank order) at the checkpoint;
+    # None when the checkpoint fell on a row boundary.
+    carried: list[IntervalSums] | None = None
+    mlflow_run_id: str | None = None
+    interruptions: int = 0  # stops by a signal since the last give-up (resources.max_resubmits)
+    train_seconds: float = 0.0  # training time so far, evaluations and checkpoints excluded
+    first_step_s: float | None = None  # the first step's time (compilation, graph capture)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Any, where: str) -> "TrainState":
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(values, dict) or set(values) != names:
+            found = sorted(values) if isinstance(values, dict) else type(values).__name__
+            raise runfiles.CheckpointError(f"checkpoint '{where}' holds a training state of another shape (keys "
+                                           f"{found}): {runfiles.CHECKPOINT_FIX}")
+        carried = values["carried"]
+        try:
+            carried = None if carried is None else [IntervalSums(**item) for item in carried]
+        except TypeError:
+            raise runfiles.CheckpointError(f"checkpoint '{where}' holds malformed interval sums: "
+                                           f"{runfiles.CHECKPOINT_FIX}") from None
+        return cls(**{**values, "carried": carried})
+
+
+@dataclass
 class Checkpoint:
     """checkpoint.pt: everything a resumed run needs to continue exactly where this one stopped."""
 
@@ -100,12 +150,14 @@ class Checkpoint:
     model: dict[str, Any]
     optimizer: dict[str, Any]
     torch_rng: torch.Tensor
-    state: dict[str, Any]  # iteration, curve rows, warm-up state, MLflow run id... (resnet.train)
+    state: TrainState
     format: int = CHECKPOINT_FORMAT
 
     def save(self, path: Path) -> None:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # no copies of tensors
+        values["state"] = self.state.to_dict()  # plain values: loaded by the weights-only unpickler
         buffer = io.BytesIO()
-        torch.save({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, buffer)  # no copies
+        torch.save(values, buffer)
         runfiles.atomic_write_bytes(Path(path), buffer.getvalue())
 
     @classmethod
@@ -116,6 +168,5 @@ class Checkpoint:
             found = values.get("format") if isinstance(values, dict) else type(values).__name__
             raise runfiles.CheckpointError(
                 f"checkpoint '{path}' is not a format-{CHECKPOINT_FORMAT} checkpoint of this project (found "
-                f"format {found!r}): delete it to restart this cell from iteration 0 (the other files of the "
-                f"run are kept)")
-        return cls(**values)
+                f"format {found!r}): {runfiles.CHECKPOINT_FIX}")
+        return cls(**{**values, "state": TrainState.from_dict(values["state"], str(path))})

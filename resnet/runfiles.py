@@ -49,6 +49,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read; the message names the file and the fix."""
 
 
+CHECKPOINT_FIX = "delete it to restart this cell from iteration 0 (the other files of the run are kept)"
+
+
 def umask() -> int:
     """The process's umask, read without changing it where Linux allows (/proc), else set and restored."""
     try:
@@ -168,7 +171,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     file planted in a shared results/ folder cannot run code when a cell resumes. Anything else is
     refused with the same CheckpointError as a torn file.
     """
-    fix = "delete it to restart this cell from iteration 0 (the other files of the run are kept)"
+    fix = CHECKPOINT_FIX
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

@@ -28,7 +28,7 @@ from resnet import distributed, runfiles
 from resnet.job import Job
 from resnet.measure import count_multiply_adds, count_parameters
 from resnet.models import build_model
-from resnet.records import DONE, FAILED, Checkpoint, Metrics
+from resnet.records import DONE, FAILED, Checkpoint, IntervalSums, Metrics, TrainState
 from resnet.progress import banner as _banner, progress as _progress
 from resnet.step import make_step
 
@@ -180,68 +180,68 @@ class _Run:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.recipe.lr, momentum=self.recipe.momentum,
                                          weight_decay=self.recipe.weight_decay)
         self.checkpoint_path = out / "checkpoint.pt"
-        self.state = _fresh_state(self.recipe)
+        self.state = TrainState(warming_up=getattr(self.recipe, "warmup_lr", None) is not None)
         if self.checkpoint_path.exists():
             saved = Checkpoint.load(self.checkpoint_path)
             self.model.load_state_dict(saved.model)
             self.optimizer.load_state_dict(saved.optimizer)
             torch.set_rng_state(saved.torch_rng)
             self.state = saved.state
-            dist.print(f"{job.cell}: resuming at iteration {self.state['iteration']} from {self.checkpoint_path}")
+            dist.print(f"{job.cell}: resuming at iteration {self.state.iteration} from {self.checkpoint_path}")
         dist.print(_banner(job, self.device, self.model, dist))
         self.step = make_step(dist.wrap(self.model), self.optimizer, job, self.device, single_process=not dist.enabled)
         # mlflow.live false: no MLflow here; the workflow's summary step (or mlflow-sync) logs the run
         self.tracker = _open_tracker(job, self.state) if dist.is_main and job.tracking.live else None
-        self.interval = _open_interval(self.state["carried"], self.device)  # resumed: the stop's sums
+        self.interval = _Interval(_carried_of(self.state.carried, dist), self.device)  # resumed: the stop's sums
 
     def save(self) -> None:
         state = self.state
-        _snapshot_interval(state, self.interval)  # a half-finished log interval travels in the checkpoint
+        # A half-finished log interval travels in the checkpoint, each process's sums apart.
+        state.carried = _snapshot_intervals(self.interval, self.dist)
         if not self.dist.is_main:
             return
         # MLflow first, so the checkpoint's rows_in_mlflow counts the rows logged. Rows logged by a
         # run killed before its next checkpoint are skipped by the resumed Tracker (per metric).
         # Rows the store refused (a warning said why) stay counted as unsent and go with the next save.
-        if self.tracker and self.tracker.log_rows(state["rows"][state["rows_in_mlflow"]:]):
-            state["rows_in_mlflow"] = len(state["rows"])
+        if self.tracker and self.tracker.log_rows(state.rows[state.rows_in_mlflow:]):
+            state.rows_in_mlflow = len(state.rows)
         Checkpoint(recipe=self.recipe.to_dict(), model=self.model.state_dict(),
                    optimizer=self.optimizer.state_dict(), torch_rng=torch.get_rng_state(),
                    state=state).save(self.checkpoint_path)
-        runfiles.write_curve(self.out / "curve.csv", state["rows"])
+        runfiles.write_curve(self.out / "curve.csv", state.rows)
 
     def train(self) -> Metrics | None:
         recipe, state = self.recipe, self.state
-        start_iteration, started = state["iteration"], time.perf_counter()
-        while state["iteration"] < recipe.iterations:
+        start_iteration, started = state.iteration, time.perf_counter()
+        while state.iteration < recipe.iterations:
             if self.dist.any(self.stop.signal_name is not None):
                 self._interrupted()
-            iteration = state["iteration"]
-            lr = learning_rate(recipe, iteration, state["warming_up"])
+            iteration = state.iteration
+            lr = learning_rate(recipe, iteration, state.warming_up)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             images, labels = self.task.train_batch(iteration)
             t0 = time.perf_counter()
             loss, wrong = self.step(images, labels)
-            if iteration == start_iteration and state["first_step_s"] is None:
+            if iteration == start_iteration and state.first_step_s is None:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
-                state["first_step_s"] = time.perf_counter() - t0  # includes compilation
-            self.interval["loss"] += loss.detach() * labels.shape[0]
-            self.interval["wrong"] += wrong
-            self.interval["images"] += labels.shape[0]
-            state["iteration"] = iteration = iteration + 1
+                state.first_step_s = time.perf_counter() - t0  # includes compilation
+            self.interval.add(loss, wrong, labels.shape[0])
+            state.iteration = iteration = iteration + 1
             evaluate = iteration % recipe.eval_every == 0 or iteration == recipe.iterations
             if iteration % recipe.log_every == 0 or evaluate:
                 self._log_row(lr, evaluate, started, start_iteration)
             if iteration % self.job.engine.checkpoint_every == 0 or iteration == recipe.iterations:
                 pause = time.perf_counter()
                 self.save()
-                self.interval["paused"] += time.perf_counter() - pause
+                self.interval.paused += time.perf_counter() - pause
         return self._finish()
 
     def _log_row(self, lr: float, evaluate: bool, started: float, start_iteration: int) -> None:
         state = self.state
-        row = _close_interval(self.job, state, self.interval, lr, self.dist, self.task)
+        row = _close_interval(state, self.interval, lr, self.dist, self.task)
+        self.interval = _Interval(None, self.device)  # the next interval, from zero
         if not math.isfinite(row["train_loss"]):
             self._diverged(row)
         pause = time.perf_counter()
@@ -253,22 +253,22 @@ class _Run:
                 row.update({key: value for key, value in self.final.items() if key in row})
             else:
                 row.update(self.task.evaluate(self.model))
-        state["rows"].append(row)
+        state.rows.append(row)
         _warmup_check(self.job, state, row, self.dist)
         if not self.quiet:
             self.dist.print(_progress(self.job, row, state, started, start_iteration))
-        self.interval["paused"] += time.perf_counter() - pause  # evaluation is not training time
+        self.interval.paused += time.perf_counter() - pause  # evaluation is not training time
 
     def _interrupted(self) -> None:
         state = self.state
-        state["interruptions"] += 1
+        state.interruptions += 1
         self.save()
         message = (f"{self.job.cell}: stopped by {self.stop.signal_name or 'a signal'} at iteration "
-                   f"{state['iteration']}/{self.recipe.iterations}; checkpoint written")
-        if state["interruptions"] > self.job.max_resubmits and self.dist.is_main:
-            reason = (f"{message}; interrupted {state['interruptions']} times, more than resources.max_resubmits="
+                   f"{state.iteration}/{self.recipe.iterations}; checkpoint written")
+        if state.interruptions > self.job.max_resubmits and self.dist.is_main:
+            reason = (f"{message}; interrupted {state.interruptions} times, more than resources.max_resubmits="
                       f"{self.job.max_resubmits}: rerun the workflow to resume from the checkpoint")
-            state["interruptions"] = 0  # the checkpoint stays: a later run resumes with a fresh budget
+            state.interruptions = 0  # the checkpoint stays: a later run resumes with a fresh budget
             self.save()
             self._fail(reason, "FAILED")
             raise GaveUp(reason)
@@ -281,15 +281,15 @@ class _Run:
         reason = (f"diverged at iteration {row['iteration']} (loss {row['train_loss']}): lower the learning "
                   f"rate (recipes.{self.recipe.dataset}.lr); the checkpoint from before is kept")
         if self.dist.is_main:
-            self.state["rows"].append(row)
-            runfiles.write_curve(self.out / "curve.csv", self.state["rows"])  # the diverged row, as 'nan'
+            self.state.rows.append(row)
+            runfiles.write_curve(self.out / "curve.csv", self.state.rows)  # the diverged row, as 'nan'
             if self.tracker:
-                self.tracker.log_rows(self.state["rows"][self.state["rows_in_mlflow"]:])
+                self.tracker.log_rows(self.state.rows[self.state.rows_in_mlflow:])
             self._fail(reason, "FAILED", iterations=row["iteration"])
         raise Diverged(reason)
 
     def _fail(self, reason: str, mlflow_status: str, iterations: int | None = None) -> None:
-        record_failure(self.job, self.out, reason, iterations=iterations or self.state["iteration"],
+        record_failure(self.job, self.out, reason, iterations=iterations or self.state.iteration,
                        retry_of=self.retry_of)
         if self.tracker:
             self.tracker.set_tags({"failure": reason})
@@ -300,11 +300,11 @@ class _Run:
         if self.dist.is_main:  # final() ran with the last row unless this process resumed after it
             final = self.final if self.final is not None else self.task.final(self.model)
         step = self.step
-        self.state["step"] = {"path": step.path, "setup_s": round(step.setup_seconds, 3), "captures": step.captures,
-                              "eager_steps": step.eager_steps}  # of this (the last) process
+        step_info = {"path": step.path, "setup_s": round(step.setup_seconds, 3), "captures": step.captures,
+                     "eager_steps": step.eager_steps}  # of this (the last) process
         metrics = None
         if self.dist.is_main:
-            metrics = _metrics(self.job, self.out, self.model, self.task, self.state, final, self.device,
+            metrics = _metrics(self.job, self.out, self.model, self.task, self.state, final, step_info, self.device,
                                self.tracker, self.retry_of)
         self.dist.barrier()
         return metrics
@@ -321,56 +321,83 @@ def record_failure(job: Job, out: Path, reason: str, iterations: int | None = No
     return metrics
 
 
-def _fresh_state(recipe) -> dict[str, Any]:
-    return {"iteration": 0, "warming_up": getattr(recipe, "warmup_lr", None) is not None, "warmup_ended_at": None,
-            "rows": [], "rows_in_mlflow": 0, "carried": None, "mlflow_run_id": None,
-            "interruptions": 0, "train_seconds": 0.0, "first_step_s": None}
+class _Interval:
+    """A log interval's running sums in this process: from zero, or a resumed run's from its checkpoint."""
+
+    def __init__(self, carried: IntervalSums | None, device: torch.device) -> None:
+        carried = carried or IntervalSums()
+        self.loss = torch.tensor(float(carried.loss), dtype=torch.float32, device=device)
+        self.wrong = torch.tensor(float(carried.wrong), dtype=torch.float32, device=device)
+        self.images = carried.images
+        self.seconds_before = carried.seconds
+        self.start, self.paused = time.perf_counter(), 0.0
+
+    def add(self, loss: torch.Tensor, wrong: torch.Tensor, images: int) -> None:
+        """One step's mean loss and wrong count, kept on the device (no host synchronisation)."""
+        self.loss += loss.detach() * images
+        self.wrong += wrong
+        self.images += images
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.start - self.paused
+
+    def sums(self) -> IntervalSums:
+        return IntervalSums(loss=float(self.loss), wrong=int(self.wrong), images=self.images, seconds=self.seconds())
 
 
-def _open_interval(carried: dict[str, Any] | None, device: torch.device) -> dict[str, Any]:
-    """A log interval's running sums: from zero, or a resumed run's from its checkpoint."""
-    carried = carried or {"loss": 0.0, "wrong": 0, "images": 0, "seconds": 0.0}
-    return {"loss": torch.tensor(float(carried["loss"]), dtype=torch.float32, device=device),
-            "wrong": torch.tensor(float(carried["wrong"]), dtype=torch.float32, device=device),
-            "images": carried["images"], "seconds_before": carried.get("seconds", 0.0),
-            "start": time.perf_counter(), "paused": 0.0}
-
-
-def _interval_seconds(interval: dict[str, Any]) -> float:
-    return interval["seconds_before"] + time.perf_counter() - interval["start"] - interval["paused"]
-
-
-def _snapshot_interval(state, interval) -> None:
-    """Keep a half-finished log interval in the checkpoint so the resumed curve is identical.
+def _snapshot_intervals(interval: _Interval, dist) -> list[IntervalSums] | None:
+    """Every process's half-finished log interval, in rank order (None on a row boundary).
 
     The running sums are saved as they are (float32 values, exact as Python floats) and left
-    untouched; a resumed run starts its sums from exactly those values (_open_interval). A row's
+    untouched; a resumed run starts its sums from exactly those values (_carried_of). A row's
     loss is then the same float32 additions in the same order, however many stops fell inside its
     interval. Its training seconds so far travel with it: a row whose interval spans a stop divides
     its images by the time actually spent on them (before and after the stop), and wall_time_s
-    keeps the seconds trained before the stop.
+    keeps the seconds trained before the stop. A collective: every process calls it.
     """
-    state["carried"] = {"loss": float(interval["loss"]), "wrong": int(interval["wrong"]),
-                        "images": interval["images"], "seconds": _interval_seconds(interval)}
+    mine = interval.sums()
+    everyone = dist.gather([mine.loss, mine.wrong, mine.images, mine.seconds])
+    if all(images == 0 for _, _, images, _ in everyone):
+        return None
+    return [IntervalSums(loss=loss, wrong=int(wrong), images=int(images), seconds=seconds)
+            for loss, wrong, images, seconds in everyone]
 
 
-def _close_interval(job, state, interval, lr, dist, task) -> dict[str, Any]:
-    totals = dist.sum([float(interval["loss"]), int(interval["wrong"]), interval["images"]])
-    elapsed = _interval_seconds(interval)
-    interval.update(_open_interval(None, interval["loss"].device))  # the next interval, from zero
-    state["carried"] = None
-    state["train_seconds"] += elapsed
+def _carried_of(carried: list[IntervalSums] | None, dist) -> IntervalSums | None:
+    """This process's share of the sums a checkpoint carried.
+
+    The same number of processes: each takes its own, so the row spanning the stop sums the same
+    numbers in the same order as an uninterrupted run. Another number of processes (a run resumed
+    on other GPUs): process 0 takes the totals, the others start from zero; the row's numbers are
+    the same sums, added in another order (float32 rounding may differ in the last digit).
+    """
+    if not carried:
+        return None
+    if len(carried) == dist.world_size:
+        return carried[dist.rank]
+    if dist.rank != 0:
+        return None
+    return IntervalSums(loss=sum(c.loss for c in carried), wrong=sum(c.wrong for c in carried),
+                        images=sum(c.images for c in carried), seconds=max(c.seconds for c in carried))
+
+
+def _close_interval(state: TrainState, interval: _Interval, lr, dist, task) -> dict[str, Any]:
+    """The curve row of a finished log interval, its sums added over the processes."""
+    totals = dist.sum([float(interval.loss), int(interval.wrong), interval.images])
+    elapsed = interval.seconds()
+    state.carried = None
+    state.train_seconds += elapsed
     images = totals[2]
     return {
-        "iteration": state["iteration"],
-        "epoch": round(task.epoch_of(state["iteration"]), 4),
+        "iteration": state.iteration,
+        "epoch": round(task.epoch_of(state.iteration), 4),
         "lr": lr,
         "train_loss": totals[0] / images,
         "train_error": 100.0 * totals[1] / images,
         "val_error": math.nan,
         "test_error": math.nan,
         "images_per_s": (images / elapsed) if elapsed > 0 else math.nan,
-        "wall_time_s": round(state["train_seconds"], 3),
+        "wall_time_s": round(state.train_seconds, 3),
     }
 
 
@@ -378,14 +405,14 @@ def _warmup_check(job, state, row, dist) -> None:
     # Sec. 4.2: "we use 0.01 to warm up the training until the training error is below 80% (about
     # 400 iterations), and then go back to 0.1 and continue training".
     recipe = job.recipe
-    if state["warming_up"] and row["train_error"] < recipe.warmup_until_train_error:
-        state["warming_up"] = False
-        state["warmup_ended_at"] = row["iteration"]
+    if state.warming_up and row["train_error"] < recipe.warmup_until_train_error:
+        state.warming_up = False
+        state.warmup_ended_at = row["iteration"]
         dist.print(f"{job.cell}: training error {row['train_error']:.1f}% < {recipe.warmup_until_train_error}% "
                    f"at iteration {row['iteration']}: warm-up over, lr back to {recipe.lr:g}")
 
 
-def _open_tracker(job: Job, state: dict[str, Any]):
+def _open_tracker(job: Job, state: TrainState):
     """The cell's MLflow run: the one the checkpoint names, else a new one (MLflow trouble: a warning)."""
     from resnet.tracking import Tracker, run_description, run_params, run_tags
 
@@ -393,34 +420,34 @@ def _open_tracker(job: Job, state: dict[str, Any]):
     tags = run_tags(cell=job.cell, model=model, seed=job.recipe.seed, scale=job.scale, dataset=job.dataset,
                     artefacts=artefacts_of(model), git=runfiles.git_commit())
     tracker = Tracker(job.tracking.tracking_uri, job.tracking.experiment, run_name=f"{job.scale}/{job.cell}",
-                      run_id=state["mlflow_run_id"], tags=tags,
+                      run_id=state.mlflow_run_id, tags=tags,
                       params=run_params(job.recipe.to_dict(), job.settings()),
                       description=run_description(model=model, cell=job.cell, scale=job.scale))
     if tracker.started_new:  # also when the store lost the checkpoint's run: the new run gets the whole curve
-        state["rows_in_mlflow"] = 0
+        state.rows_in_mlflow = 0
     if tracker.run_id is not None:  # unreachable store: keep the old id, a later job continues that run
-        state["mlflow_run_id"] = tracker.run_id
+        state.mlflow_run_id = tracker.run_id
     return tracker
 
 
-def _metrics(job, out, model, task, state, final, device, tracker, retry_of) -> Metrics:
-    rows, recipe = state["rows"], job.recipe
+def _metrics(job, out, model, task, state: TrainState, final, step_info, device, tracker, retry_of) -> Metrics:
+    rows, recipe = state.rows, job.recipe
     trained_images = recipe.batch_size * recipe.iterations
     metrics = Metrics(
         cell=job.cell, model=recipe.model, dataset=recipe.dataset, seed=recipe.seed, scale=job.scale,
-        status=DONE, recipe=recipe.to_dict(), settings=job.settings(), iterations=state["iteration"],
+        status=DONE, recipe=recipe.to_dict(), settings=job.settings(), iterations=state.iteration,
         retry_of=retry_of,
         final={"train_error": rows[-1]["train_error"] if rows else None, **final},
         parameters=count_parameters(model),
         multiply_adds=count_multiply_adds(model, task.image_size),
         image_size=task.image_size,
-        wall_time_s=round(state["train_seconds"], 3),
-        images_per_s=round(trained_images / state["train_seconds"], 1) if state["train_seconds"] else None,
-        first_step_s=state["first_step_s"],
-        step=state["step"],
-        warmup_ended_at=state["warmup_ended_at"],
-        interruptions=state["interruptions"],
-        mlflow_run_id=state["mlflow_run_id"],
+        wall_time_s=round(state.train_seconds, 3),
+        images_per_s=round(trained_images / state.train_seconds, 1) if state.train_seconds else None,
+        first_step_s=state.first_step_s,
+        step=step_info,
+        warmup_ended_at=state.warmup_ended_at,
+        interruptions=state.interruptions,
+        mlflow_run_id=state.mlflow_run_id,
         data=task.data_info,
         provenance=runfiles.provenance(device, recipe.seed),
     )
@@ -428,8 +455,8 @@ def _metrics(job, out, model, task, state, final, device, tracker, retry_of) -> 
     # The files are written: the cell is done whatever MLflow says from here (trouble is a warning).
     if tracker is None:
         return metrics
-    if tracker.log_rows(rows[state["rows_in_mlflow"]:]):  # rows not yet in this run (a new run: all)
-        state["rows_in_mlflow"] = len(rows)
+    if tracker.log_rows(rows[state.rows_in_mlflow:]):  # rows not yet in this run (a new run: all)
+        state.rows_in_mlflow = len(rows)
     data = metrics.data or {}
     tracker.log_dataset(recipe.dataset, data.get("content_hash"), data.get("source", ""))
     tracker.log_result(metrics, out)

@@ -445,8 +445,8 @@ def test_row_spanning_a_kill_reports_the_real_images_per_second(tmp_path, make_c
         if process.poll() is None:
             process.kill()
     saved = runfiles.load_checkpoint(out / "checkpoint.pt")["state"]
-    assert saved["iteration"] == 10 and saved["carried"]["images"] == 10 * 16
-    trained_before = saved["carried"]["seconds"]
+    assert saved["iteration"] == 10 and saved["carried"][0]["images"] == 10 * 16
+    trained_before = saved["carried"][0]["seconds"]
     assert trained_before > 0
 
     resumed = train(path, out)

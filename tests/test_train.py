@@ -292,7 +292,7 @@ def test_interrupted_mid_interval_by_sigusr1_resumes_identically(resume_setup, t
     assert 2 < stopped < 12
     assert stopped % cfg.recipe.log_every != 0 and stopped % cfg.engine.checkpoint_every != 0, (
         f"stopped at {stopped} in all three attempts: the test meant to stop inside a log interval")
-    assert saved["state"]["carried"]["images"] == (stopped % cfg.recipe.log_every) * cfg.recipe.batch_size
+    assert saved["state"]["carried"][0]["images"] == (stopped % cfg.recipe.log_every) * cfg.recipe.batch_size
     assert saved["state"]["interruptions"] == 1
     assert no_temporary_files(out) == []
     partial = read_curve(out / "curve.csv")
