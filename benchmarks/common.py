@@ -25,9 +25,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from resnet.config import Data, Engine, Tracking  # noqa: E402
-from resnet.job import CifarRecipe, Job  # noqa: E402
-from resnet.models import build_model  # noqa: E402
+from resnet.config.load import Data, Engine, Tracking  # noqa: E402
+from resnet.config.job import CifarRecipe, Job  # noqa: E402
+from resnet.models.nets import build_model  # noqa: E402
 
 BENCH_DATA = REPO_ROOT / ".bench-data"  # git-ignored: decoded caches, copied tarballs
 SHARED_CIFAR = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -41,7 +41,7 @@ def cifar_train_arrays(source: str | Path | None, size: int = 50_000, seed: int 
     """(uint8 NHWC images, int64 labels, description): real CIFAR-10 when ``source`` exists,
     else random arrays of the same size (throughput does not depend on the pixels)."""
     if source is not None and Path(source).exists():
-        from resnet.cifar_source import load_cifar10
+        from resnet.data.cifar.source import load_cifar10
 
         arrays = load_cifar10(source, BENCH_DATA)
         return arrays.train_images[:size], arrays.train_labels[:size], f"CIFAR-10 from {source}"
@@ -112,7 +112,7 @@ def bench_config(model: str, batch_size: int, device: str, *, bf16: bool, channe
 
 def make_model_and_step(job: Job, device: torch.device, num_classes: int = 10):
     """Model, optimiser and step exactly as resnet.train builds them."""
-    from resnet.step import make_step
+    from resnet.engine.step import make_step
 
     torch.manual_seed(0)
     recipe = job.recipe
@@ -143,7 +143,7 @@ def plain_step(model, optimizer):
 def project_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device,
                     channels_last: bool):
     """The project's stream: uint8 set on the device, crop and flip there (resnet.cifar)."""
-    from resnet.cifar import CifarTrainStream, pixel_mean
+    from resnet.data.cifar.stream import CifarTrainStream, pixel_mean
 
     stream = CifarTrainStream(images, labels, pixel_mean(images), batch_size, seed=0, device=device,
                               augment=True, channels_last=channels_last)

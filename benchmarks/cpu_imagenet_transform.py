@@ -33,7 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table  # noqa: E402
-from resnet import imagenet, imagenet_dali  # noqa: E402
+from resnet.data.imagenet import pil as imagenet  # noqa: E402
+from resnet.data.imagenet import dali as imagenet_dali
 
 DALI_BATCH = 25
 

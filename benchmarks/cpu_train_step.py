@@ -26,7 +26,7 @@ from benchmarks.common import (  # noqa: E402
     baseline_batches, baseline_loader, bench_config, cifar_train_arrays, default_cifar_source, fmt,
     make_model_and_step, markdown_table, plain_step, project_batches, release, time_steps, Timing,
 )
-from resnet.models import build_model  # noqa: E402
+from resnet.models.nets import build_model  # noqa: E402
 
 
 def paths(model_name: str, images, labels, args) -> dict[str, tuple]:

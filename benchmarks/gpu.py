@@ -160,7 +160,7 @@ def section_graph_check(args, rows: Rows) -> None:
     ResNet-20 from the same initialisation on the same batches, 14 steps with lr 0.1 -> 0.01 after
     step 9 (so one recapture), deterministic kernels; fp32, then bf16 autocast.
     """
-    from resnet.step import TrainStep
+    from resnet.engine.step import TrainStep
 
     s, device = sizes(args), torch.device(args.device)
     torch.use_deterministic_algorithms(True, warn_only=True)  # CUBLAS_WORKSPACE_CONFIG is set in main()
@@ -253,9 +253,9 @@ def section_realdata(args, rows: Rows) -> None:
         return
 
     def measure():
-        from resnet import train as training
-        from resnet.config import load_config
-        from resnet.job import resolve_cell
+        from resnet.engine import loop as training
+        from resnet.config.load import load_config
+        from resnet.config.job import resolve_cell
 
         job = resolve_cell(load_config(_bench_config_dict(args, source, s)), "cifar-resnet-20/seed-0")
         recipe = job.recipe
@@ -282,7 +282,7 @@ def section_realdata(args, rows: Rows) -> None:
 # ----------------------------------------------------------------------------- ImageNet
 
 def _jpeg_part(job: tuple) -> str:
-    from resnet.imagenet import make_synthetic_imagenet
+    from resnet.data.imagenet.pil import make_synthetic_imagenet
 
     folder, part, per_class, sides = job
     return str(make_synthetic_imagenet(Path(folder) / f"part-{part}", num_classes=10, train_per_class=per_class,
@@ -390,8 +390,9 @@ def section_imagenet(depth: int, args, rows: Rows) -> None:
             timed(same(), "tensors on GPU", "upper bound: no input pipeline")
 
         def loader(kind: str):
-            from resnet import imagenet, imagenet_dali
+            from resnet.data.imagenet import pil as imagenet
 
+            from resnet.data.imagenet import dali as imagenet_dali
             make = imagenet_dali.dali_train_loader if kind == "dali" else imagenet.imagenet_train_loader
             batches = make(root, batch, seed=0, short_side=s["short_side"], crop=crop, workers=len(cores),
                            device=device, channels_last=True)  # what ImageNetTask.train_batch gets
@@ -401,7 +402,7 @@ def section_imagenet(depth: int, args, rows: Rows) -> None:
             timed(batches, f"JPEG via {kind}", note)
 
         rows.guarded(model_name, "tensors on GPU", on_device)
-        from resnet.imagenet_dali import dali_available
+        from resnet.data.imagenet.dali import dali_available
 
         if dali_available():
             rows.guarded(model_name, "JPEG via dali", lambda: loader("dali"))

@@ -28,10 +28,10 @@ EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: try again later
 
 
 def _bad_input_errors() -> tuple[type[BaseException], ...]:
-    from resnet.config import ConfigError
-    from resnet.data import DataError
-    from resnet.names import ModelNameError
-    from resnet.runfiles import CheckpointError
+    from resnet.config.load import ConfigError
+    from resnet.data.seeds import DataError
+    from resnet.paper.names import ModelNameError
+    from resnet.runs.files import CheckpointError
 
     return ConfigError, DataError, ModelNameError, CheckpointError
 
@@ -43,7 +43,7 @@ def run_dir(scale: str, cell: str) -> Path:
 
 def _config(args: argparse.Namespace):
     """config.yaml with the --set KEY=VALUE overrides laid over, validated."""
-    from resnet.config import load_config, read_config_file, with_overrides
+    from resnet.config.load import load_config, read_config_file, with_overrides
 
     sets = getattr(args, "set", None) or []
     return load_config(with_overrides(read_config_file(args.config), sets) if sets else args.config)
@@ -51,8 +51,8 @@ def _config(args: argparse.Namespace):
 
 def _job(args: argparse.Namespace):
     """The job to train: from the workflow's --recipe/--settings JSON, or from config.yaml and --cell."""
-    from resnet.config import ConfigError
-    from resnet.job import job_from_parts, resolve_cell
+    from resnet.config.load import ConfigError
+    from resnet.config.job import job_from_parts, resolve_cell
 
     if args.recipe or args.settings:
         if not (args.recipe and args.settings):
@@ -69,7 +69,7 @@ def _job(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnet.train import Diverged, GaveUp, Interrupted, record_failure, train
+    from resnet.engine.loop import Diverged, GaveUp, Interrupted, record_failure, train
 
     job, out = _job(args)
     if args.launch:
@@ -104,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     """One cell's resolved recipe and settings, as the workflow hands them to its train job."""
-    from resnet.job import resolve_cell
+    from resnet.config.job import resolve_cell
 
     job = resolve_cell(_config(args), args.cell)
     print(json.dumps({"cell": job.cell, "recipe": job.recipe.to_dict(), "recipe_digest": job.recipe.digest(),
@@ -122,8 +122,8 @@ def _maybe_relaunch_distributed(job) -> None:
 
     import torch
 
-    from resnet.config import ConfigError
-    from resnet.distributed import under_torchrun
+    from resnet.config.load import ConfigError
+    from resnet.engine.distributed import under_torchrun
 
     batch = job.recipe.batch_size
     if job.dataset != "imagenet" or under_torchrun() or not torch.cuda.is_available():
@@ -143,7 +143,7 @@ def _maybe_relaunch_distributed(job) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from resnet.config import plan_cells
+    from resnet.config.load import plan_cells
 
     config = _config(args)
     for cell in plan_cells(config):
@@ -152,7 +152,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_synthetic_imagenet(args: argparse.Namespace) -> int:
-    from resnet.imagenet import make_synthetic_imagenet
+    from resnet.data.imagenet.pil import make_synthetic_imagenet
 
     print(make_synthetic_imagenet(args.out, seed=args.seed))
     return 0
@@ -169,7 +169,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 def cmd_mlflow_sync(args: argparse.Namespace) -> int:
     """Create or complete the MLflow run of every run folder of the scale (a lost or new store)."""
-    from resnet.tracking_sync import sync_run_folders
+    from resnet.tracking.sync import sync_run_folders
 
     config = _config(args)
     runs = Path(args.runs) if args.runs else Path("results") / "runs" / config.scale

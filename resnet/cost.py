@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from resnet.config import Config, ConfigError, plan_cells
-from resnet.job import Job, resolve_cell
+from resnet.config.load import Config, ConfigError, plan_cells
+from resnet.config.job import Job, resolve_cell
 
 WARMUP_STEPS = 1  # untimed; with CUDA graphs the step's eager warm-up steps and the capture
 MAX_MEASURE_SECONDS = 3.0  # stop timing a model after this long even if fewer iterations ran
@@ -55,8 +55,8 @@ def image_size(job: Job) -> int:
 
 def measure_images_per_s(job: Job, device: torch.device, iterations: int = 3) -> float:
     """Images/s of the project's training step on random data at the cell's batch and image size."""
-    from resnet.models import build_model
-    from resnet.step import WARMUP_STEPS as GRAPH_WARMUP, make_step
+    from resnet.models.nets import build_model
+    from resnet.engine.step import WARMUP_STEPS as GRAPH_WARMUP, make_step
 
     torch.manual_seed(0)
     recipe = job.recipe
@@ -99,7 +99,7 @@ def input_ceiling(loader: str, short_side: tuple[int, int], crop: int, cores: fl
     """
     import tempfile
 
-    from resnet import imagenet
+    from resnet.data.imagenet import pil as imagenet
 
     with tempfile.TemporaryDirectory(prefix="cost-imagenet-") as folder:
         root = imagenet.make_synthetic_imagenet(Path(folder) / "jpegs", num_classes=4, train_per_class=-(-images // 4),
@@ -109,7 +109,7 @@ def input_ceiling(loader: str, short_side: tuple[int, int], crop: int, cores: fl
         torch.set_num_threads(1)
         try:
             if loader == "dali":
-                from resnet import imagenet_dali
+                from resnet.data.imagenet import dali as imagenet_dali
 
                 sampler = imagenet.ResumableSampler(len(dataset), len(dataset), seed=0)
                 source = imagenet_dali._TrainSource(dataset.samples, sampler, tuple(short_side), crop)
@@ -131,8 +131,8 @@ def input_ceiling(loader: str, short_side: tuple[int, int], crop: int, cores: fl
 
 def read_throughput(path: str | Path, device: torch.device) -> dict[str, float]:
     """{model: images/s} of the CSV rows for this device (its type, e.g. cuda, or its full name)."""
-    from resnet.names import canonical_name
-    from resnet.runfiles import device_name
+    from resnet.paper.names import canonical_name
+    from resnet.runs.files import device_name
 
     names = {device.type, device_name(device)}
     try:
@@ -156,7 +156,7 @@ def plan_cost(config: Config, throughput: str | Path | None = None, measure_iter
     Rates come from ``throughput`` where it has the model for this device; the other models are
     measured here (once per model, batch and image size) unless ``measure_iterations`` is 0.
     """
-    from resnet.train import pick_device
+    from resnet.engine.loop import pick_device
 
     device = device or pick_device(config.engine.device)
     listed = read_throughput(throughput, device) if throughput else {}
@@ -183,7 +183,7 @@ def plan_cost(config: Config, throughput: str | Path | None = None, measure_iter
             rate, source = measured[key], "measured"
         cost = CellCost(cell.id, recipe.model, recipe.iterations, recipe.batch_size, image_size(job), rate, source)
         if job.dataset == "imagenet":
-            from resnet.imagenet import pick_loader
+            from resnet.data.imagenet.pil import pick_loader
 
             loader = pick_loader(job.data.imagenet_loader, device)
             key = (loader, tuple(recipe.train_short_side), recipe.crop)
@@ -196,7 +196,7 @@ def plan_cost(config: Config, throughput: str | Path | None = None, measure_iter
 
 
 def format_cost(config: Config, costs: list[CellCost], device: torch.device) -> str:
-    from resnet.runfiles import device_name
+    from resnet.runs.files import device_name
 
     header = ["cell", "iterations", "batch", "image", "images/s", "device-hours", "rate from", "input images/s",
               "input"]

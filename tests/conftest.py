@@ -59,8 +59,8 @@ def cifar_cache_dir(tmp_path_factory) -> Path:
 
     Skips when the tarball is absent (every training test on CIFAR needs it)."""
     require_cifar()
-    from resnet.cifar_source import load_cifar10
-    from resnet.imagenet import make_synthetic_imagenet
+    from resnet.data.cifar.source import load_cifar10
+    from resnet.data.imagenet.pil import make_synthetic_imagenet
 
     cache = tmp_path_factory.mktemp("train-cache")
     load_cifar10(CIFAR_TARBALL, cache)
@@ -76,7 +76,7 @@ def mlflow_template_db(tmp_path_factory) -> Path:
 
     Creating a store runs MLflow's schema migrations (~10 s on a small machine); each test copies
     this file instead, so every test still gets its own store."""
-    from resnet.tracking import _prepare_store
+    from resnet.tracking.run import _prepare_store
 
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     from mlflow.tracking import MlflowClient
@@ -101,7 +101,7 @@ def config_builder(store_dir: Path, cache_dir: Path, template_db: Path | None = 
     the device is the CPU, kernels deterministic. ``load_config`` has checked it; ``job_of`` resolves
     a cell of it.
     """
-    from resnet.config import lay_over, load_config
+    from resnet.config.load import lay_over, load_config
 
     store_dir.mkdir(parents=True, exist_ok=True)
     if template_db is not None and not (store_dir / "mlflow.db").exists():
@@ -135,8 +135,8 @@ def config_builder(store_dir: Path, cache_dir: Path, template_db: Path | None = 
 
 def job_of(config: dict, cell: str):
     """The resnet.job.Job of one cell of a raw config dict."""
-    from resnet.config import load_config
-    from resnet.job import resolve_cell
+    from resnet.config.load import load_config
+    from resnet.config.job import resolve_cell
 
     return resolve_cell(load_config(config), cell)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resnet.config import load_config
+from resnet.config.load import load_config
 from resnet.cost import format_cost, plan_cost
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def test_cost_command_line(tmp_path):
 
 
 def test_cost_without_rate_and_without_measuring_is_bad_input(tmp_path):
-    from resnet.config import ConfigError
+    from resnet.config.load import ConfigError
 
     rates = tmp_path / "empty.csv"
     rates.write_text("model,device,images_per_s\n")
@@ -96,7 +96,7 @@ def test_gpu_script_cifar_section_runs_on_cpu(tmp_path):
 def test_cpu_imagenet_transform_benchmark_times_every_path():
     """benchmarks/cpu_imagenet_transform.py on 8 JPEGs: PIL, resize-then-crop, DALI's CPU backend
     and the decode floor, one table, with the crops' differences from PIL's."""
-    from resnet.imagenet_dali import dali_available
+    from resnet.data.imagenet.dali import dali_available
 
     done = subprocess.run([sys.executable, "benchmarks/cpu_imagenet_transform.py", "--images", "8", "--rounds", "1"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
@@ -113,7 +113,7 @@ def test_gpu_script_imagenet_section_runs_on_cpu(tmp_path):
     """benchmarks/gpu.py --quick --device cpu --only imagenet-18: the section pinned to its cores,
     the on-device rate, then the DALI loader (its CPU backend here) and the PIL loader, with the
     cores busy reported."""
-    from resnet.imagenet_dali import dali_available
+    from resnet.data.imagenet.dali import dali_available
 
     done = subprocess.run([sys.executable, "benchmarks/gpu.py", "--quick", "--device", "cpu", "--only", "imagenet-18",
                            "--imagenet-cores", "2", "--results", str(tmp_path)],

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet.cifar import (
+from resnet.data.cifar.stream import (
     CifarEvalSet,
     CifarTrainStream,
     augment_batch,
@@ -27,9 +27,9 @@ from resnet.cifar import (
     take_subset,
     train_val_split,
 )
-from resnet.cifar_source import load_cifar10
-from resnet.data import DataError
-from resnet.imagenet import (
+from resnet.data.cifar.source import load_cifar10
+from resnet.data.seeds import DataError
+from resnet.data.imagenet.pil import (
     IMAGENET_MEAN,
     PCA_EIGENVALUES,
     PCA_EIGENVECTORS,
@@ -40,7 +40,7 @@ from resnet.imagenet import (
     make_synthetic_imagenet,
     resolve_imagenet_root,
 )
-from resnet.imagenet_eval import imagenet_val_loader, ten_crop_eval
+from resnet.data.imagenet.evaluation import imagenet_val_loader, ten_crop_eval
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR_TARBALL = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -359,7 +359,7 @@ def test_train_crop_is_the_crop_of_the_resized_image(synthetic_imagenet):
     """
     from PIL import Image as PILImage
 
-    from resnet import imagenet
+    from resnet.data.imagenet import pil as imagenet
 
     dataset = ImageNetTrainSet(synthetic_imagenet, short_side=(36, 48), crop=32)
     for index, seed in [(0, 1), (3, 7), (11, 42), (20, 5)]:

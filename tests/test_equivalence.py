@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from resnet.models import build_model
+from resnet.models.nets import build_model
 
 
 def _randomize(model: nn.Module, seed: int) -> nn.Module:

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from resnet.ghost_bn import GhostBatchNorm2d
-from resnet.measure import conv3x3_responses
-from resnet.models import build_model
-from resnet.step import TrainStep
+from resnet.models.ghost_bn import GhostBatchNorm2d
+from resnet.models.measure import conv3x3_responses
+from resnet.models.nets import build_model
+from resnet.engine.step import TrainStep
 from tests.test_step import FrozenGraph
 
 CHANNELS = 6

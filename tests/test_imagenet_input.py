@@ -19,9 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet import imagenet, imagenet_dali, imagenet_eval
-from resnet.data import DataError
-from resnet.imagenet import make_synthetic_imagenet
+from resnet.data.imagenet import pil as imagenet
+
+from resnet.data.imagenet import dali as imagenet_dali
+
+from resnet.data.imagenet import evaluation as imagenet_eval
+from resnet.data.seeds import DataError
+from resnet.data.imagenet.pil import make_synthetic_imagenet
 
 
 def need_dali() -> None:
@@ -167,7 +171,7 @@ def test_dali_validation_equals_pil_and_repeats(small_set):
 @pytest.fixture(scope="module")
 def trained(small_set):
     """ResNet-18 (the smoke cells' net) trained briefly on the small set through the PIL loader."""
-    from resnet.models import build_model
+    from resnet.models.nets import build_model
 
     torch.manual_seed(0)
     model = build_model("resnet-18", num_classes=4)
@@ -275,7 +279,7 @@ def test_missing_class_folder_in_val_is_one_line(small_set, tmp_path):
 
 
 def test_input_ceiling_is_measured_per_loader_and_flags_an_input_bound_cell():
-    from resnet.config import load_config
+    from resnet.config.load import load_config
     from resnet.cost import CellCost, format_cost, input_ceiling
 
     cpu = torch.device("cpu")

@@ -7,15 +7,15 @@ import torch
 import torchvision
 
 from resnet import paper
-from resnet.measure import (
+from resnet.models.measure import (
     conv3x3_responses,
     count_multiply_adds,
     count_parameters,
     layer_response_std,
     table1_rows,
 )
-from resnet.models import ZeroPadShortcut, build_model
-from resnet.names import CIFAR_DEPTHS, IMAGENET_DEPTHS, ModelNameError, canonical_name, parse_model_name
+from resnet.models.nets import ZeroPadShortcut, build_model
+from resnet.paper.names import CIFAR_DEPTHS, IMAGENET_DEPTHS, ModelNameError, canonical_name, parse_model_name
 
 
 @pytest.fixture(scope="module")

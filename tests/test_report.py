@@ -18,10 +18,14 @@ import pytest
 import torch
 import yaml
 
-from resnet import paper, report, runfiles
-from resnet.config import REPO_ROOT, load_config, plan_cells
-from resnet.job import resolve_cell
-from resnet.records import Metrics
+from resnet import paper
+
+from resnet.report import summary as report
+
+from resnet.runs import files as runfiles
+from resnet.config.load import REPO_ROOT, load_config, plan_cells
+from resnet.config.job import resolve_cell
+from resnet.runs.records import Metrics
 
 CIFAR_TARBALL = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 TRAINED = ("cifar-plain-20/seed-0", "cifar-resnet-20/seed-0", "cifar-resnet-110/seed-0",
@@ -89,7 +93,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(config, results folder) with four real tiny cells, one failed cell, the rest not run."""
-    from resnet.train import train
+    from resnet.engine.loop import train
 
     tmp = tmp_path_factory.mktemp("report")
     config = make_config(tmp)

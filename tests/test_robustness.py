@@ -32,10 +32,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from resnet import runfiles
-from resnet.cifar_source import load_cifar10
-from resnet.data import DataError
-from resnet.report_tables import _read_curve
+from resnet.runs import files as runfiles
+from resnet.data.cifar.source import load_cifar10
+from resnet.data.seeds import DataError
+from resnet.report.tables import _read_curve
 from tests.conftest import CIFAR_TARBALL, PYTHON, REPO_ROOT, require_cifar, run_cli, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
@@ -168,7 +168,7 @@ def test_synthetic_imagenet_set_follows_the_umask(tmp_path):
 def test_figures_follow_the_umask(tmp_path):
     import matplotlib.pyplot as plt
 
-    from resnet.report_figures import _save
+    from resnet.report.figures import _save
 
     figure, axes = plt.subplots()
     axes.plot([0, 1], [1, 0])

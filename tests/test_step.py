@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resnet.models import build_model
-from resnet.step import WARMUP_STEPS, TrainStep, make_step
+from resnet.models.nets import build_model
+from resnet.engine.step import WARMUP_STEPS, TrainStep, make_step
 
 
 class FrozenGraph:

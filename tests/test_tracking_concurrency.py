@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from resnet.tracking import metric_history, runs_of
+from resnet.tracking.run import metric_history, runs_of
 
 pytestmark = pytest.mark.slow  # eight interpreters importing MLflow: about a minute on two cores
 
@@ -24,7 +24,7 @@ ROWS_PER_BATCH = 10
 WRITER = textwrap.dedent(
     """
     import sys, time
-    from resnet.tracking import Tracker
+    from resnet.tracking.run import Tracker
 
     uri, index, start_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     steps, keys, per_batch = {steps}, {keys!r}, {per_batch}

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet.job import Job
-from resnet.runfiles import CURVE_COLUMNS, load_checkpoint
-from resnet.tracking import metric_history, runs_of
-from resnet.train import StopRequest, learning_rate, train
+from resnet.config.job import Job
+from resnet.runs.files import CURVE_COLUMNS, load_checkpoint
+from resnet.tracking.run import metric_history, runs_of
+from resnet.engine.loop import StopRequest, learning_rate, train
 from tests.conftest import PYTHON, REPO_ROOT, TEST_THREADS, config_builder, job_args, job_of, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
@@ -102,7 +102,7 @@ def test_cifar_smoke_run_writes_curve_metrics_and_one_mlflow_run(make_config, tm
     stds = final["layer_response_std"]
     assert len(stds) == 19 and all(s > 0 and math.isfinite(s) for s in stds)  # 19 3x3 layers in ResNet-20
     provenance = saved["provenance"]
-    from resnet.runfiles import git_commit
+    from resnet.runs.files import git_commit
 
     assert provenance["git"]["commit"] == git_commit()["commit"] and "dirty" in provenance["git"]
     assert provenance["versions"]["torch"] == torch.__version__
@@ -135,10 +135,10 @@ def test_cifar_final_numbers_are_the_last_evaluation_in_one_pass(make_config, tm
     # Evaluations at iterations 3 and 6: one pass over the test set and one over the validation set
     # each. The final numbers (metrics.json) and Figure 7's layer responses come from the second
     # pass; no further pass after the loop.
-    from resnet import cifar
-    from resnet.measure import layer_response_std
-    from resnet.models import build_model
-    from resnet.tasks import CifarTask
+    from resnet.data.cifar import stream as cifar
+    from resnet.models.measure import layer_response_std
+    from resnet.models.nets import build_model
+    from resnet.engine.tasks import CifarTask
 
     passes = []
     batches = cifar.CifarEvalSet.batches
@@ -414,8 +414,8 @@ def test_ddp_two_processes_on_cpu(make_config, tmp_path):
     # same 8 images as a single process would take, split 4 + 4 over the ranks. In training mode BN
     # normalises each rank's 4 images by their own statistics, so the row is the mean of the two
     # halves' losses (and the errors summed over all 8 images), computed here independently.
-    from resnet import imagenet as data
-    from resnet.models import build_model
+    from resnet.data.imagenet import pil as data
+    from resnet.models.nets import build_model
 
     root = data.resolve_imagenet_root(cfg.data_source, cfg.data.cache)
     args = dict(root=root, batch_size=8, seed=cfg.recipe.seed, short_side=tuple(cfg.recipe.train_short_side), crop=cfg.recipe.crop,

@@ -13,9 +13,11 @@ import json
 
 import pytest
 
-from resnet import paper, report
-from resnet.config import load_config, plan_cells
-from resnet.tracking import metric_history, runs_of
+from resnet import paper
+
+from resnet.report import summary as report
+from resnet.config.load import load_config, plan_cells
+from resnet.tracking.run import metric_history, runs_of
 from tests.support.workflow import run_folders
 
 pytest_plugins = ["tests.support.workflow"]
@@ -120,6 +122,6 @@ def _merged(repo):
     """config.yaml with the run's --configfile overrides laid over it, as Snakemake merged them."""
     import yaml
 
-    from resnet.config import lay_over
+    from resnet.config.load import lay_over
 
     return lay_over(yaml.safe_load((repo / "config.yaml").read_text()), _overrides(repo))

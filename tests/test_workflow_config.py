@@ -123,7 +123,7 @@ def _train_jobs(output: str) -> dict[str, dict[str, int]]:
 def test_smoke_jobs_take_one_core_each_and_every_plan_trains_deepest_first():
     """The smoke preset's resources: one core per train job, so --cores 4 runs four side by side; the
     paper scale keeps resources.cifar10.cpus. Each train job's priority is its depth (ResNet-1202 first)."""
-    from resnet.names import parse_model_name
+    from resnet.paper.names import parse_model_name
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     for scale in ("smoke", "paper"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from resnet.config import lay_over
+from resnet.config.load import lay_over
 from tests.support.workflow import copy_repo, run_snakemake, write_overrides
 
 pytestmark = pytest.mark.slow

@@ -6,10 +6,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from resnet.config import ConfigError, load_config, plan_cells
-from resnet.job import resolve_cell, settings_json
-from resnet.names import parse_model_name
-from resnet.records import Metrics, RecordError
+from resnet.config.load import ConfigError, load_config, plan_cells
+from resnet.config.job import resolve_cell, settings_json
+from resnet.paper.names import parse_model_name
+from resnet.runs.records import Metrics, RecordError
 
 
 def _refuse(error):
@@ -34,7 +34,7 @@ SETTINGS = shlex.quote(settings_json(CONFIG))
 
 def _preflight():
     """What would only fail inside a job stops the run before any job starts, naming the key."""
-    from resnet.preflight import check
+    from resnet.config.preflight import check
 
     try:
         check(CONFIG, local=workflow.local_exec)
@@ -51,7 +51,7 @@ def run_metrics(cells):
 
 def cells_of(models):
     """The planned cells of these models (every seed), for an artefact's inputs."""
-    from resnet.names import canonical_name
+    from resnet.paper.names import canonical_name
 
     wanted = {canonical_name(model) for model in models}
     return [cell for cell in CELLS if cell.model in wanted]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821 (snakemake is injected)
 
-from resnet import report  # noqa: E402
+from resnet.report import summary as report  # noqa: E402
 
 # The cells come from the rule's inputs (their metrics.json files), not from a plan rebuilt here.
 config, cells = snakemake.config, [Path(p) for p in snakemake.input.metrics]  # noqa: F821
@@ -12,8 +12,8 @@ name = snakemake.wildcards.get("name", "summary")  # noqa: F821
 if name == "summary":
     import markdown
 
-    from resnet.runfiles import atomic_write_text, git_commit
-    from resnet.tracking_sync import log_report_run, sync_run_folders
+    from resnet.runs.files import atomic_write_text, git_commit
+    from resnet.tracking.sync import log_report_run, sync_run_folders
 
     summary = Path(snakemake.output.md)  # noqa: F821
     text = report.write_summary(config, cells, summary)

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from resnet.data import DataError
-from resnet.imagenet import (ImageNetTrainSet, ResumableSampler, _open_rgb, _scan, centre_crop, finish_batch,
+from resnet.data.seeds import DataError
+from resnet.data.imagenet.pil import (ImageNetTrainSet, ResumableSampler, _open_rgb, _scan, centre_crop, finish_batch,
                              train_crop)
 
 INSTALL_HINT = ("install it with `bash scripts/install.sh --dali` (the project's `dali` extra), or set "

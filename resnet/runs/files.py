@@ -34,7 +34,7 @@ from typing import IO, Any
 
 import torch
 
-from resnet import distributed
+from resnet.engine import distributed
 
 CURVE_COLUMNS = [
     "iteration", "epoch", "lr", "train_loss", "train_error", "val_error", "test_error",
@@ -190,7 +190,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- provenance
 
 def git_commit() -> dict[str, Any]:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the repository
 
     def git(*args: str) -> str:
         return subprocess.run(

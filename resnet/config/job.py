@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from resnet.config import REFERENCE_BATCH, Config, Data, Engine, Tracking
-from resnet.settings import ConfigError, check_name, parse, to_plain
+from resnet.config.load import REFERENCE_BATCH, Config, Data, Engine, Tracking
+from resnet.config.schema import ConfigError, check_name, parse, to_plain
 
 CELL_PATTERN = re.compile(r"^(?P<model>[a-z0-9][a-z0-9.\-]{0,63})/seed-(?P<seed>\d{1,9})$")
 
@@ -157,7 +157,7 @@ def parse_cell(cell_id: str) -> tuple[str, int]:
 
 def resolve_cell(config: Config, cell_id: str) -> Job:
     """One cell's Job: its dataset's recipe (active scale laid over) resolved for its model and seed."""
-    from resnet.names import ModelNameError, canonical_name, parse_model_name
+    from resnet.paper.names import ModelNameError, canonical_name, parse_model_name
 
     model, seed = parse_cell(cell_id)
     try:

@@ -24,13 +24,15 @@ from typing import Any
 
 import torch
 
-from resnet import distributed, runfiles
-from resnet.job import Job
-from resnet.measure import count_multiply_adds, count_parameters
-from resnet.models import build_model
-from resnet.records import DONE, FAILED, Checkpoint, IntervalSums, Metrics, TrainState
-from resnet.progress import banner as _banner, progress as _progress
-from resnet.step import make_step
+from resnet.engine import distributed
+
+from resnet.runs import files as runfiles
+from resnet.config.job import Job
+from resnet.models.measure import count_multiply_adds, count_parameters
+from resnet.models.nets import build_model
+from resnet.runs.records import DONE, FAILED, Checkpoint, IntervalSums, Metrics, TrainState
+from resnet.runs.progress import banner as _banner, progress as _progress
+from resnet.engine.step import make_step
 
 
 class Interrupted(Exception):
@@ -72,7 +74,7 @@ class StopRequest:
 
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        from resnet.config import ConfigError  # bad input: one line and exit 2, not a traceback
+        from resnet.config.load import ConfigError  # bad input: one line and exit 2, not a traceback
 
         raise ConfigError("config key 'engine.device': 'cuda' but no CUDA GPU is visible here: set "
                           "engine.device: auto or cpu, or run on a machine with a GPU")
@@ -130,7 +132,7 @@ def prepare_run_folder(job: Job, out: Path, may_move: bool = True) -> Metrics | 
 
 
 def make_task(job: Job, device: torch.device):
-    from resnet.tasks import CifarTask, ImageNetTask
+    from resnet.engine.tasks import CifarTask, ImageNetTask
 
     return (CifarTask if job.dataset == "cifar10" else ImageNetTask)(job, device)
 
@@ -155,7 +157,7 @@ def train(job: Job, out: Path, quiet: bool = False, retry_of: str | None = None)
     if done is not None:
         print(f"{job.cell}: already done ({out / 'metrics.json'})", file=sys.stderr)
         return done
-    from resnet.distributed import Distributed
+    from resnet.engine.distributed import Distributed
 
     with Distributed() as dist, StopRequest() as stop:
         return _Run(job, out, dist, stop, quiet, retry_of).train()
@@ -414,7 +416,7 @@ def _warmup_check(job, state, row, dist) -> None:
 
 def _open_tracker(job: Job, state: TrainState):
     """The cell's MLflow run: the one the checkpoint names, else a new one (MLflow trouble: a warning)."""
-    from resnet.tracking import Tracker, run_description, run_params, run_tags
+    from resnet.tracking.run import Tracker, run_description, run_params, run_tags
 
     model = job.recipe.model
     tags = run_tags(cell=job.cell, model=model, seed=job.recipe.seed, scale=job.scale, dataset=job.dataset,

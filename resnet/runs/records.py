@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from resnet import runfiles
+from resnet.runs import files as runfiles
 
 METRICS_FORMAT = 2
 CHECKPOINT_FORMAT = 3  # 3: the loop's state is a TrainState; interval sums per process

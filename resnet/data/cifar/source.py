@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from resnet import runfiles
-from resnet.data import DataError
+from resnet.runs import files as runfiles
+from resnet.data.seeds import DataError
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from resnet.tracking import REPORT_SOURCE, Tracker, _call, _system_tags, params_of, run_description, run_tags
+from resnet.tracking.run import REPORT_SOURCE, Tracker, _call, _system_tags, params_of, run_description, run_tags
 
 
 # ----------------------------------------------------------------------------- the store from the files
@@ -25,8 +25,9 @@ def sync_run_folder(tracking_uri: str, experiment: str, folder: Path, scale: str
     (run id, metric values sent), or None if the folder has no metrics.json (an unfinished cell:
     its next training job continues, or replaces, its run) or the store cannot be written.
     """
-    from resnet import paper, runfiles
-    from resnet.records import Metrics, RecordError
+    from resnet import paper
+    from resnet.runs import files as runfiles
+    from resnet.runs.records import Metrics, RecordError
 
     folder = Path(folder)
     try:

@@ -30,13 +30,15 @@ from typing import Any
 
 import pandas as pd
 
-from resnet import paper, runfiles
-from resnet.config import Cell, Config, load_config
-from resnet.job import parse_cell
-from resnet.records import Metrics, RecordError
-from resnet.measure import count_parameters, table1_rows
-from resnet.models import build_model
-from resnet.names import parse_model_name
+from resnet import paper
+
+from resnet.runs import files as runfiles
+from resnet.config.load import Cell, Config, load_config
+from resnet.config.job import parse_cell
+from resnet.runs.records import Metrics, RecordError
+from resnet.models.measure import count_parameters, table1_rows
+from resnet.models.nets import build_model
+from resnet.paper.names import parse_model_name
 
 DONE, FAILED, NOT_RUN, QUOTED = "done", "failed", "not run", "quoted"
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from resnet.cifar_source import IMAGE_SIZE
-from resnet.data import derive_seed
+from resnet.data.cifar.source import IMAGE_SIZE
+from resnet.data.seeds import derive_seed
 
 PAD = 4  # pixels of zero padding on each side before the random crop, Sec. 4.2
 

@@ -202,7 +202,7 @@ def _system_tags(source: str, git: dict[str, Any] | None) -> dict[str, str]:
 def run_description(*, model: str, cell: str, scale: str) -> str:
     """The run's description (Markdown): where the paper shows this model, and the paper's numbers."""
     from resnet import paper
-    from resnet.report_tables import paper_label
+    from resnet.report.tables import paper_label
 
     found = paper.appearances(model)
     text = f"**{paper_label(model)}** (`{cell}`), scale `{scale}`.\n\n"

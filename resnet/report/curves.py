@@ -12,8 +12,8 @@ from pathlib import Path
 
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from resnet import runfiles
-from resnet.report_figures import ITERATION_UNIT, _save, _subplots
+from resnet.runs import files as runfiles
+from resnet.report.figures import ITERATION_UNIT, _save, _subplots
 
 # column of curve.csv -> legend label and line style (the paper's figures: dashed train, bold test)
 STYLES = {"train_error": ("training error", {"linewidth": 1.0, "linestyle": "--"}),

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet.ghost_bn import batch_norm
-from resnet.names import ModelSpec, parse_model_name
+from resnet.models.ghost_bn import batch_norm
+from resnet.paper.names import ModelSpec, parse_model_name
 
 CIFAR_WIDTHS = (16, 32, 64)  # filters on 32x32, 16x16, 8x8 maps, He et al. 2015, Sec. 4.2
 IMAGENET_WIDTHS = (64, 128, 256, 512)  # 3x3 filters per stage, He et al. 2015, Table 1

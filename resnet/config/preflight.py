@@ -12,7 +12,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from resnet.config import Config, ConfigError
+from resnet.config.load import Config, ConfigError
 
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 

@@ -18,8 +18,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import TenCrop
 
-from resnet.data import DataError
-from resnet.imagenet import (_loader_options, _open_rgb, _scan, _shorter_side_size, centre_crop, crop_pixels,
+from resnet.data.seeds import DataError
+from resnet.data.imagenet.pil import (_loader_options, _open_rgb, _scan, _shorter_side_size, centre_crop, crop_pixels,
                              finish_batch, one_line)
 
 

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from resnet import runfiles
-from resnet.config import REFERENCE_BATCH
-from resnet.measure import count_parameters
+from resnet.runs import files as runfiles
+from resnet.config.load import REFERENCE_BATCH
+from resnet.models.measure import count_parameters
 
 if TYPE_CHECKING:
-    from resnet.job import Job
+    from resnet.config.job import Job
 
 
 def banner(job: Job, device: torch.device, model, dist) -> str:

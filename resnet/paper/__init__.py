@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resnet.names import ModelNameError, canonical_name
+from resnet.paper.names import ModelNameError, canonical_name
 
 PAPER = "He et al. 2015, Deep Residual Learning for Image Recognition (arXiv 1512.03385)"
 

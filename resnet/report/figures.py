@@ -25,8 +25,10 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-from resnet import paper, runfiles  # noqa: E402
-from resnet.report_tables import DONE, CellResult, cells_of, collect, normalised_config, paper_label  # noqa: E402
+from resnet import paper  # noqa: E402
+
+from resnet.runs import files as runfiles
+from resnet.report.tables import DONE, CellResult, cells_of, collect, normalised_config, paper_label  # noqa: E402
 
 ITERATION_UNIT = 1e4  # the paper's x axes are in units of 1e4 iterations
 PANEL_SIZE = (4.6, 3.4)  # inches per panel

@@ -34,8 +34,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from resnet import runfiles
-from resnet.data import DataError, derive_seed
+from resnet.runs import files as runfiles
+from resnet.data.seeds import DataError, derive_seed
 
 # Deviation: the paper subtracts the per-pixel mean. With scale augmentation (shorter side in
 # [256, 480]) and random crops, the per-pixel mean over crops is essentially constant within each
@@ -373,7 +373,7 @@ def one_line(error: DataError) -> DataError:
     if len(lines) <= 1:
         return error
     last = lines[-1]
-    return DataError(last.split(": ", 1)[1] if last.startswith(("resnet.data.DataError", "DataError")) else last)
+    return DataError(last.split(": ", 1)[1] if last.startswith((f"{DataError.__module__}.DataError", "DataError")) else last)
 
 
 def imagenet_train_loader(root: str | Path, batch_size: int, seed: int,
@@ -418,7 +418,7 @@ def pick_loader(setting: str, device: torch.device | str) -> str:
     DALI on the CPU runs its CPU backend (the tests and the CPU benchmark use it); it is chosen
     there only when asked for by name.
     """
-    from resnet import imagenet_dali
+    from resnet.data.imagenet import dali as imagenet_dali
 
     if setting not in LOADERS:
         raise DataError(f"data.imagenet_loader is {setting!r}: use one of {', '.join(LOADERS)}")

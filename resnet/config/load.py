@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from resnet.settings import NAME_PATTERN, ConfigError, check_name, parse, setting, to_plain
+from resnet.config.schema import NAME_PATTERN, ConfigError, check_name, parse, setting, to_plain
 
 __all__ = ["Cell", "Config", "ConfigError", "load_config", "plan_cells", "REFERENCE_BATCH", "CIFAR10_SIZES"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # resnet/config/load.py -> the repository
 
 # The batch each recipe's learning rate is stated for (He et al. 2015, Sec. 4.2 and Sec. 3.4).
 # When a scale preset changes the batch, the learning rate follows the linear scaling rule.
@@ -324,7 +324,7 @@ def _check_data_sizes(config: Config, fail) -> None:
 
 
 def _check_plan(config: Config) -> None:
-    from resnet.names import ModelNameError, parse_model_name
+    from resnet.paper.names import ModelNameError, parse_model_name
 
     plan = config.plan
     names = [("plan.cifar_plain_depths", f"cifar-plain-{d}", "cifar10") for d in plan.cifar_plain_depths]
@@ -364,7 +364,7 @@ def with_overrides(raw: dict, assignments: list[str]) -> dict:
 
 def plan_cells(config: Config) -> list[Cell]:
     """Every cell the configured plan trains, each once (artefacts share cells)."""
-    from resnet.names import canonical_name
+    from resnet.paper.names import canonical_name
 
     plan = config.plan
     cells: dict[str, Cell] = {}

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import torch
 
-from resnet import cifar, cifar_source, distributed
-from resnet.job import Job
-from resnet.measure import recording_layer_responses
+from resnet.data.cifar import stream as cifar
+
+from resnet.data.cifar import source as cifar_source
+
+from resnet.engine import distributed
+from resnet.config.job import Job
+from resnet.models.measure import recording_layer_responses
 
 EVAL_BATCH = 500
 
@@ -110,7 +114,7 @@ class ImageNetTask:
 
     def __init__(self, job: Job, device: torch.device, loader: str | None = None) -> None:
         # Imported here, not at the top: CIFAR jobs need none of it (torchvision, DALI), ~2 s per job.
-        from resnet import imagenet
+        from resnet.data.imagenet import pil as imagenet
 
         recipe, engine = job.recipe, job.engine
         self.recipe, self.device, self.workers = recipe, device, engine.workers
@@ -134,8 +138,9 @@ class ImageNetTask:
                           "train_images": self.train_size, "loader": self.loader}
 
     def train_batch(self, iteration: int):
-        from resnet import imagenet, imagenet_dali
+        from resnet.data.imagenet import pil as imagenet
 
+        from resnet.data.imagenet import dali as imagenet_dali
         if self._stream is None or self._next_iteration != iteration:
             make = imagenet_dali.dali_train_loader if self.loader == "dali" else imagenet.imagenet_train_loader
             self._stream = make(start_sample=iteration * self.recipe.batch_size, **self._loader_args)
@@ -147,8 +152,9 @@ class ImageNetTask:
         return iteration * self.recipe.batch_size / self.train_size
 
     def evaluate(self, model) -> dict[str, float]:
-        from resnet import imagenet_dali, imagenet_eval
+        from resnet.data.imagenet import dali as imagenet_dali
 
+        from resnet.data.imagenet import evaluation as imagenet_eval
         if self._val is None:  # kept: DALI's pipeline (and PIL's workers) start once
             make = imagenet_dali.dali_val_loader if self.loader == "dali" else imagenet_eval.imagenet_val_loader
             self._val = make(self.root, batch_size=min(self.recipe.batch_size, 256),
@@ -158,7 +164,7 @@ class ImageNetTask:
         return {"val_error": error_rate(model, self._val, self.device)}
 
     def final(self, model) -> dict:
-        from resnet import imagenet_eval
+        from resnet.data.imagenet import evaluation as imagenet_eval
 
         centre = self.evaluate(model)["val_error"]
         ten = imagenet_eval.ten_crop_eval(model, self.root, short_side=self.recipe.test_short_side,

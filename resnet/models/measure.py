@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from resnet import paper
-from resnet.models import build_model
-from resnet.names import IMAGENET_DEPTHS
+from resnet.models.nets import build_model
+from resnet.paper.names import IMAGENET_DEPTHS
 
 
 def count_parameters(model: nn.Module) -> int:

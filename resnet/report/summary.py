@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from resnet import paper, runfiles
-from resnet.report_figures import write_figure1, write_figure4, write_figure6, write_figure7
-from resnet.report_tables import (DONE, FAILED, NOT_RUN, CellResult, collect, normalised_config,
+from resnet import paper
+
+from resnet.runs import files as runfiles
+from resnet.report.figures import write_figure1, write_figure4, write_figure6, write_figure7
+from resnet.report.tables import (DONE, FAILED, NOT_RUN, CellResult, collect, normalised_config,
                                   table2_frame, table3_frame, table6_frame, write_table1, write_table2,
                                   write_table3, write_table6)
 
