@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from resnet.config.load import Data, Engine, Tracking  # noqa: E402
+from resnet.config.sections import Data, Engine, Tracking  # noqa: E402
 from resnet.config.job import CifarRecipe, Job  # noqa: E402
 from resnet.models.nets import build_model  # noqa: E402
 

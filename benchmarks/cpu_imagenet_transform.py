@@ -33,21 +33,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table  # noqa: E402
-from resnet.data.imagenet import pil as imagenet  # noqa: E402
+from resnet.data.imagenet.crops import shorter_side_size
+from resnet.data.imagenet.folders import open_rgb
+from resnet.data.imagenet.pil import ImageNetTrainSet
+from resnet.data.imagenet.sampler import ResumableSampler
+from resnet.data.imagenet.synthetic import make_synthetic_imagenet
 from resnet.data.imagenet import dali as imagenet_dali
 
 DALI_BATCH = 25
 
 
-def whole_resize(dataset: imagenet.ImageNetTrainSet, key: tuple[int, int]) -> np.ndarray:
+def whole_resize(dataset: ImageNetTrainSet, key: tuple[int, int]) -> np.ndarray:
     """Sec. 3.4 in its textbook order, with the draws of ImageNetTrainSet.__getitem__."""
     from PIL import Image
 
     index, seed = key
     rng = np.random.default_rng(seed)
-    image = imagenet._open_rgb(dataset.samples[index][0])
+    image = open_rgb(dataset.samples[index][0])
     low, high = dataset.short_side
-    resized = image.resize(imagenet._shorter_side_size(image.size, int(rng.integers(low, high + 1))),
+    resized = image.resize(shorter_side_size(image.size, int(rng.integers(low, high + 1))),
                            Image.Resampling.BILINEAR)
     width, height = resized.size
     top, left = int(rng.integers(0, height - dataset.crop + 1)), int(rng.integers(0, width - dataset.crop + 1))
@@ -57,15 +61,15 @@ def whole_resize(dataset: imagenet.ImageNetTrainSet, key: tuple[int, int]) -> np
     return np.array(crop)
 
 
-def decode_only(dataset: imagenet.ImageNetTrainSet, key: tuple[int, int]) -> None:
-    imagenet._open_rgb(dataset.samples[key[0]][0])
+def decode_only(dataset: ImageNetTrainSet, key: tuple[int, int]) -> None:
+    open_rgb(dataset.samples[key[0]][0])
 
 
 class DaliCpu:
     """The DALI loader's pipeline on its CPU backend, one thread, reading in this process."""
 
-    def __init__(self, dataset: imagenet.ImageNetTrainSet, count: int) -> None:
-        sampler = imagenet.ResumableSampler(len(dataset), DALI_BATCH, seed=0)
+    def __init__(self, dataset: ImageNetTrainSet, count: int) -> None:
+        sampler = ResumableSampler(len(dataset), DALI_BATCH, seed=0)
         source = imagenet_dali._TrainSource(dataset.samples, sampler, dataset.short_side, dataset.crop)
         self.batches = imagenet_dali._Batches(source, DALI_BATCH, dataset.crop, threads=1, readers=0,
                                               device=torch.device("cpu"))
@@ -87,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-imagenet-cpu-") as folder:
         per_class = max(1, args.images // 4)
-        root = imagenet.make_synthetic_imagenet(Path(folder) / "jpegs", num_classes=4, train_per_class=per_class,
+        root = make_synthetic_imagenet(Path(folder) / "jpegs", num_classes=4, train_per_class=per_class,
                                                 val_per_class=1, min_side=300, max_side=500, seed=0)
-        dataset = imagenet.ImageNetTrainSet(root)
-        sampler = imagenet.ResumableSampler(len(dataset), DALI_BATCH, seed=0)
+        dataset = ImageNetTrainSet(root)
+        sampler = ResumableSampler(len(dataset), DALI_BATCH, seed=0)
         count = -(-len(dataset) // DALI_BATCH) * DALI_BATCH  # whole DALI batches
         keys = [sampler.sample_at(position) for position in range(count)]
         paths = {"whole-resize": lambda: [whole_resize(dataset, key) for key in keys],

@@ -282,7 +282,7 @@ def section_realdata(args, rows: Rows) -> None:
 # ----------------------------------------------------------------------------- ImageNet
 
 def _jpeg_part(job: tuple) -> str:
-    from resnet.data.imagenet.pil import make_synthetic_imagenet
+    from resnet.data.imagenet.synthetic import make_synthetic_imagenet
 
     folder, part, per_class, sides = job
     return str(make_synthetic_imagenet(Path(folder) / f"part-{part}", num_classes=10, train_per_class=per_class,
@@ -390,10 +390,10 @@ def section_imagenet(depth: int, args, rows: Rows) -> None:
             timed(same(), "tensors on GPU", "upper bound: no input pipeline")
 
         def loader(kind: str):
-            from resnet.data.imagenet import pil as imagenet
+            from resnet.data.imagenet.pil import imagenet_train_loader
 
             from resnet.data.imagenet import dali as imagenet_dali
-            make = imagenet_dali.dali_train_loader if kind == "dali" else imagenet.imagenet_train_loader
+            make = imagenet_dali.dali_train_loader if kind == "dali" else imagenet_train_loader
             batches = make(root, batch, seed=0, short_side=s["short_side"], crop=crop, workers=len(cores),
                            device=device, channels_last=True)  # what ImageNetTask.train_batch gets
             threads, readers = imagenet_dali.dali_split(len(cores))

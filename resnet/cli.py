@@ -28,17 +28,12 @@ EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: try again later
 
 
 def _bad_input_errors() -> tuple[type[BaseException], ...]:
-    from resnet.config.load import ConfigError
-    from resnet.data.seeds import DataError
+    from resnet.config.schema import ConfigError
+    from resnet.data.errors import DataError
     from resnet.paper.names import ModelNameError
-    from resnet.runs.files import CheckpointError
+    from resnet.runs.records import CheckpointError
 
     return ConfigError, DataError, ModelNameError, CheckpointError
-
-
-def run_dir(scale: str, cell: str) -> Path:
-    """Where a cell's files live: results/runs/<scale>/<model>/seed-<n>."""
-    return Path("results") / "runs" / scale / cell
 
 
 def _config(args: argparse.Namespace):
@@ -51,8 +46,9 @@ def _config(args: argparse.Namespace):
 
 def _job(args: argparse.Namespace):
     """The job to train: from the workflow's --recipe/--settings JSON, or from config.yaml and --cell."""
-    from resnet.config.load import ConfigError
     from resnet.config.job import job_from_parts, resolve_cell
+    from resnet.config.schema import ConfigError
+    from resnet.runs.folder import run_dir
 
     if args.recipe or args.settings:
         if not (args.recipe and args.settings):
@@ -69,11 +65,14 @@ def _job(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnet.engine.loop import Diverged, GaveUp, Interrupted, record_failure, train
+    from resnet.engine.launch import relaunch_distributed
+    from resnet.engine.loop import train
+    from resnet.engine.outcome import record_failure
+    from resnet.engine.stops import Diverged, GaveUp, Interrupted
 
     job, out = _job(args)
     if args.launch:
-        _maybe_relaunch_distributed(job)
+        relaunch_distributed(job)
     try:
         metrics = train(job, out, quiet=args.quiet, retry_of=args.retry_of or None)
     except (GaveUp, Diverged) as stop:
@@ -112,38 +111,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _maybe_relaunch_distributed(job) -> None:
-    """ImageNet on a machine (or allocation) with several GPUs: one process per GPU via torchrun.
-
-    The global batch stays the recipe's batch_size (each of the W processes takes batch_size / W).
-    """
-    import os
-    import shutil
-
-    import torch
-
-    from resnet.config.load import ConfigError
-    from resnet.engine.distributed import under_torchrun
-
-    batch = job.recipe.batch_size
-    if job.dataset != "imagenet" or under_torchrun() or not torch.cuda.is_available():
-        return
-    gpus = torch.cuda.device_count()
-    if gpus < 2:
-        return
-    if batch % gpus or (job.recipe.bn_group and (batch // gpus) % job.recipe.bn_group):
-        raise ConfigError(f"recipes.imagenet.batch_size {batch} does not split over the {gpus} GPUs visible "
-                          f"(into groups of bn_group {job.recipe.bn_group}): use a multiple of {gpus}, or set "
-                          f"resources.imagenet.gpus to the GPUs the job gets")
-    torchrun = shutil.which("torchrun") or "torchrun"
-    argv = [a for a in sys.argv[1:] if a != "--launch"]
-    print(f"{job.cell}: {gpus} GPUs visible: relaunching under torchrun, {batch // gpus} images "
-          f"per GPU (global batch {batch})", file=sys.stderr, flush=True)
-    os.execvp(torchrun, [torchrun, "--standalone", f"--nproc_per_node={gpus}", "-m", "resnet", *argv])
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
     from resnet.config.load import plan_cells
+    from resnet.runs.folder import run_dir
 
     config = _config(args)
     for cell in plan_cells(config):
@@ -152,7 +122,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_synthetic_imagenet(args: argparse.Namespace) -> int:
-    from resnet.data.imagenet.pil import make_synthetic_imagenet
+    from resnet.data.imagenet.synthetic import make_synthetic_imagenet
 
     print(make_synthetic_imagenet(args.out, seed=args.seed))
     return 0
@@ -169,10 +139,11 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 def cmd_mlflow_sync(args: argparse.Namespace) -> int:
     """Create or complete the MLflow run of every run folder of the scale (a lost or new store)."""
+    from resnet.runs.folder import runs_root
     from resnet.tracking.sync import sync_run_folders
 
     config = _config(args)
-    runs = Path(args.runs) if args.runs else Path("results") / "runs" / config.scale
+    runs = Path(args.runs) if args.runs else runs_root(config.scale)
     if not runs.is_dir():
         print(f"error: no run folders at '{runs}': train some cells first, or give --runs", file=sys.stderr)
         return EXIT_BAD_INPUT

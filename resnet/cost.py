@@ -21,7 +21,9 @@ from pathlib import Path
 
 import torch
 
-from resnet.config.load import Config, ConfigError, plan_cells
+from resnet.config.load import plan_cells
+from resnet.config.sections import Config
+from resnet.config.schema import ConfigError
 from resnet.config.job import Job, resolve_cell
 
 WARMUP_STEPS = 1  # untimed; with CUDA graphs the step's eager warm-up steps and the capture
@@ -99,19 +101,21 @@ def input_ceiling(loader: str, short_side: tuple[int, int], crop: int, cores: fl
     """
     import tempfile
 
-    from resnet.data.imagenet import pil as imagenet
+    from resnet.data.imagenet.pil import ImageNetTrainSet
+    from resnet.data.imagenet.sampler import ResumableSampler
+    from resnet.data.imagenet.synthetic import make_synthetic_imagenet
 
     with tempfile.TemporaryDirectory(prefix="cost-imagenet-") as folder:
-        root = imagenet.make_synthetic_imagenet(Path(folder) / "jpegs", num_classes=4, train_per_class=-(-images // 4),
+        root = make_synthetic_imagenet(Path(folder) / "jpegs", num_classes=4, train_per_class=-(-images // 4),
                                                 val_per_class=1, min_side=300, max_side=500, seed=0)
-        dataset = imagenet.ImageNetTrainSet(root, tuple(short_side), crop)
+        dataset = ImageNetTrainSet(root, tuple(short_side), crop)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             if loader == "dali":
                 from resnet.data.imagenet import dali as imagenet_dali
 
-                sampler = imagenet.ResumableSampler(len(dataset), len(dataset), seed=0)
+                sampler = ResumableSampler(len(dataset), len(dataset), seed=0)
                 source = imagenet_dali._TrainSource(dataset.samples, sampler, tuple(short_side), crop)
                 batches = imagenet_dali._Batches(source, len(dataset), crop, threads=1, readers=0, device=device)
                 batches.next()  # start-up, untimed
@@ -132,7 +136,7 @@ def input_ceiling(loader: str, short_side: tuple[int, int], crop: int, cores: fl
 def read_throughput(path: str | Path, device: torch.device) -> dict[str, float]:
     """{model: images/s} of the CSV rows for this device (its type, e.g. cuda, or its full name)."""
     from resnet.paper.names import canonical_name
-    from resnet.runs.files import device_name
+    from resnet.runs.provenance import device_name
 
     names = {device.type, device_name(device)}
     try:
@@ -156,7 +160,7 @@ def plan_cost(config: Config, throughput: str | Path | None = None, measure_iter
     Rates come from ``throughput`` where it has the model for this device; the other models are
     measured here (once per model, batch and image size) unless ``measure_iterations`` is 0.
     """
-    from resnet.engine.loop import pick_device
+    from resnet.engine.device import pick_device
 
     device = device or pick_device(config.engine.device)
     listed = read_throughput(throughput, device) if throughput else {}
@@ -183,7 +187,7 @@ def plan_cost(config: Config, throughput: str | Path | None = None, measure_iter
             rate, source = measured[key], "measured"
         cost = CellCost(cell.id, recipe.model, recipe.iterations, recipe.batch_size, image_size(job), rate, source)
         if job.dataset == "imagenet":
-            from resnet.data.imagenet.pil import pick_loader
+            from resnet.data.imagenet.loaders import pick_loader
 
             loader = pick_loader(job.data.imagenet_loader, device)
             key = (loader, tuple(recipe.train_short_side), recipe.crop)
@@ -196,7 +200,7 @@ def plan_cost(config: Config, throughput: str | Path | None = None, measure_iter
 
 
 def format_cost(config: Config, costs: list[CellCost], device: torch.device) -> str:
-    from resnet.runs.files import device_name
+    from resnet.runs.provenance import device_name
 
     header = ["cell", "iterations", "batch", "image", "images/s", "device-hours", "rate from", "input images/s",
               "input"]

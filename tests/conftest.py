@@ -60,7 +60,7 @@ def cifar_cache_dir(tmp_path_factory) -> Path:
     Skips when the tarball is absent (every training test on CIFAR needs it)."""
     require_cifar()
     from resnet.data.cifar.source import load_cifar10
-    from resnet.data.imagenet.pil import make_synthetic_imagenet
+    from resnet.data.imagenet.synthetic import make_synthetic_imagenet
 
     cache = tmp_path_factory.mktemp("train-cache")
     load_cifar10(CIFAR_TARBALL, cache)
@@ -76,7 +76,7 @@ def mlflow_template_db(tmp_path_factory) -> Path:
 
     Creating a store runs MLflow's schema migrations (~10 s on a small machine); each test copies
     this file instead, so every test still gets its own store."""
-    from resnet.tracking.run import _prepare_store
+    from resnet.tracking.store import _prepare_store
 
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     from mlflow.tracking import MlflowClient

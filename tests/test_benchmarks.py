@@ -64,7 +64,7 @@ def test_cost_command_line(tmp_path):
 
 
 def test_cost_without_rate_and_without_measuring_is_bad_input(tmp_path):
-    from resnet.config.load import ConfigError
+    from resnet.config.schema import ConfigError
 
     rates = tmp_path / "empty.csv"
     rates.write_text("model,device,images_per_s\n")

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resnet.config.load import ConfigError, load_config, plan_cells
+from resnet.config.load import load_config, plan_cells
+from resnet.config.schema import ConfigError
 from resnet.config.job import recipe_from_dict, resolve_cell
 from tests.conftest import REPO_ROOT, run_cli
 

@@ -28,18 +28,12 @@ from resnet.data.cifar.stream import (
     train_val_split,
 )
 from resnet.data.cifar.source import load_cifar10
-from resnet.data.seeds import DataError
-from resnet.data.imagenet.pil import (
-    IMAGENET_MEAN,
-    PCA_EIGENVALUES,
-    PCA_EIGENVECTORS,
-    ImageNetTrainSet,
-    ResumableSampler,
-    finish_batch,
-    imagenet_train_loader,
-    make_synthetic_imagenet,
-    resolve_imagenet_root,
-)
+from resnet.data.errors import DataError
+from resnet.data.imagenet.crops import IMAGENET_MEAN, PCA_EIGENVALUES, PCA_EIGENVECTORS, finish_batch
+from resnet.data.imagenet.folders import resolve_imagenet_root
+from resnet.data.imagenet.pil import ImageNetTrainSet, imagenet_train_loader
+from resnet.data.imagenet.sampler import ResumableSampler
+from resnet.data.imagenet.synthetic import make_synthetic_imagenet
 from resnet.data.imagenet.evaluation import imagenet_val_loader, ten_crop_eval
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -359,14 +353,15 @@ def test_train_crop_is_the_crop_of_the_resized_image(synthetic_imagenet):
     """
     from PIL import Image as PILImage
 
-    from resnet.data.imagenet import pil as imagenet
+    from resnet.data.imagenet.crops import shorter_side_size
+    from resnet.data.imagenet.folders import open_rgb
 
     dataset = ImageNetTrainSet(synthetic_imagenet, short_side=(36, 48), crop=32)
     for index, seed in [(0, 1), (3, 7), (11, 42), (20, 5)]:
         pixels, offset, _ = dataset[(index, seed)]
         rng = np.random.default_rng(seed)
-        image = imagenet._open_rgb(dataset.samples[index][0])
-        resized = image.resize(imagenet._shorter_side_size(image.size, int(rng.integers(36, 49))),
+        image = open_rgb(dataset.samples[index][0])
+        resized = image.resize(shorter_side_size(image.size, int(rng.integers(36, 49))),
                                PILImage.Resampling.BILINEAR)
         top, left = int(rng.integers(0, resized.size[1] - 32 + 1)), int(rng.integers(0, resized.size[0] - 32 + 1))
         crop = resized.crop((left, top, left + 32, top + 32))

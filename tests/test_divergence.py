@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from resnet.runs.files import load_checkpoint
+from resnet.runs.records import load_checkpoint
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.usefixtures("torch_threads")

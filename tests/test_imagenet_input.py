@@ -19,13 +19,16 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet.data.imagenet import pil as imagenet
+from resnet.data.imagenet.crops import IMAGENET_MEAN, crop_pixels, finish_batch, shorter_side_size, train_crop
+from resnet.data.imagenet.folders import open_rgb, resolve_imagenet_root
+from resnet.data.imagenet.loaders import pick_loader
+from resnet.data.imagenet.pil import ImageNetTrainSet, imagenet_train_loader
 
 from resnet.data.imagenet import dali as imagenet_dali
 
 from resnet.data.imagenet import evaluation as imagenet_eval
-from resnet.data.seeds import DataError
-from resnet.data.imagenet.pil import make_synthetic_imagenet
+from resnet.data.errors import DataError
+from resnet.data.imagenet.synthetic import make_synthetic_imagenet
 
 
 def need_dali() -> None:
@@ -66,31 +69,31 @@ def pixels_of(x: torch.Tensor) -> torch.Tensor:
 def test_finish_batch_is_channels_last_and_exact():
     images = torch.randint(0, 256, (2, 5, 6, 3), dtype=torch.uint8)
     offsets = torch.tensor([[0.01, -0.02, 0.03], [0.0, 0.0, 0.0]])
-    x = imagenet.finish_batch(images, offsets, channels_last=True)
+    x = finish_batch(images, offsets, channels_last=True)
     assert x.shape == (2, 3, 5, 6) and x.is_contiguous(memory_format=torch.channels_last)
     expected = (images.permute(0, 3, 1, 2).float() / 255 + offsets.view(2, 3, 1, 1)
-                - torch.tensor(imagenet.IMAGENET_MEAN).view(1, 3, 1, 1))
+                - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
     torch.testing.assert_close(x, expected, rtol=0, atol=1e-6)
-    assert imagenet.finish_batch(images, offsets).is_contiguous()
+    assert finish_batch(images, offsets).is_contiguous()
 
 
 def test_pick_loader(monkeypatch):
-    assert imagenet.pick_loader("pil", "cuda") == "pil"
-    assert imagenet.pick_loader("auto", "cpu") == "pil"  # DALI's CPU backend only when asked for
+    assert pick_loader("pil", "cuda") == "pil"
+    assert pick_loader("auto", "cpu") == "pil"  # DALI's CPU backend only when asked for
     with pytest.raises(DataError, match="data.imagenet_loader is 'fast'"):
-        imagenet.pick_loader("fast", "cpu")
+        pick_loader("fast", "cpu")
     monkeypatch.setattr(imagenet_dali, "dali_available", lambda: False)  # DALI cannot be uninstalled here
     with pytest.raises(DataError) as caught:
-        imagenet.pick_loader("dali", "cuda")
+        pick_loader("dali", "cuda")
     message = str(caught.value)
     assert "\n" not in message and "data.imagenet_loader is 'dali'" in message and "not installed" in message
     assert "install.sh --dali" in message
-    assert imagenet.pick_loader("auto", "cuda") == "pil"  # auto falls back
+    assert pick_loader("auto", "cuda") == "pil"  # auto falls back
 
 
 def test_auto_picks_dali_on_cuda_when_installed():
     need_dali()
-    assert imagenet.pick_loader("auto", "cuda") == "dali" and imagenet.pick_loader("dali", "cpu") == "dali"
+    assert pick_loader("auto", "cuda") == "dali" and pick_loader("dali", "cpu") == "dali"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,7 +106,7 @@ def test_dali_training_crops_equal_pil(which, small_set, large_set):
     need_dali()
     root, sizes = (small_set, SMALL) if which == "small" else (large_set, dict(short_side=(256, 480), crop=224))
     options = dict(batch_size=4, seed=5, workers=0, **sizes)
-    pil, dali = imagenet.imagenet_train_loader(root, **options), imagenet_dali.dali_train_loader(root, **options)
+    pil, dali = imagenet_train_loader(root, **options), imagenet_dali.dali_train_loader(root, **options)
     for _ in range(3):  # past the first epoch of the large set (8 images)
         (x, y), (dx, dy) = next(pil), next(dali)
         assert torch.equal(y, dy)  # the same images in the same order
@@ -117,15 +120,15 @@ def test_dali_crop_window_is_the_whole_image_crop(large_set):
     """Decoding only the crop's region (plus the filter's reach) changes nothing: the crop equals
     the box resampled from the whole decoded image."""
     need_dali()
-    dataset = imagenet.ImageNetTrainSet(large_set)
+    dataset = ImageNetTrainSet(large_set)
     for index, seed in [(0, 3), (5, 8)]:
-        image = imagenet._open_rgb(dataset.samples[index][0])
-        spec = imagenet.train_crop(image.size, seed, (256, 480), 224)
+        image = open_rgb(dataset.samples[index][0])
+        spec = train_crop(image.size, seed, (256, 480), 224)
         anchor, shape, start, end = imagenet_dali.slice_window(image.size, spec.box, 224)
         region = image.crop((anchor[1], anchor[0], anchor[1] + shape[1], anchor[0] + shape[0]))
         moved = (start[1], start[0], end[1], end[0])
-        whole = imagenet.crop_pixels(image, spec, 224).astype(int)
-        assert np.abs(imagenet.crop_pixels(region, spec._replace(box=moved), 224).astype(int) - whole).max() <= 1
+        whole = crop_pixels(image, spec, 224).astype(int)
+        assert np.abs(crop_pixels(region, spec._replace(box=moved), 224).astype(int) - whole).max() <= 1
 
 
 def test_dali_resume_and_ddp_shards_match_pil(small_set):
@@ -136,7 +139,7 @@ def test_dali_resume_and_ddp_shards_match_pil(small_set):
     assert all(torch.equal(next(resumed)[0], whole[k][0]) for k in (2, 3))
     for rank in (0, 1):
         shard = next(imagenet_dali.dali_train_loader(small_set, rank=rank, world_size=2, **options))
-        pil_shard = next(imagenet.imagenet_train_loader(small_set, rank=rank, world_size=2, **options))
+        pil_shard = next(imagenet_train_loader(small_set, rank=rank, world_size=2, **options))
         assert torch.equal(shard[0], whole[0][0][rank::2]) and torch.equal(shard[1], pil_shard[1])
 
 
@@ -176,7 +179,7 @@ def trained(small_set):
     torch.manual_seed(0)
     model = build_model("resnet-18", num_classes=4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    stream = imagenet.imagenet_train_loader(small_set, batch_size=16, seed=0, workers=0, **SMALL)
+    stream = imagenet_train_loader(small_set, batch_size=16, seed=0, workers=0, **SMALL)
     for _ in range(15):
         x, y = next(stream)
         optimizer.zero_grad()
@@ -216,13 +219,13 @@ def test_tencrop_gives_the_hand_written_ten_crop_predictions(trained, small_set)
     with torch.no_grad():
         for index, (file, _) in enumerate(dataset.samples):
             ours, _ = dataset[index]
-            theirs = hand_ten_crop(imagenet._open_rgb(file), 36, 32)
-            scores = [trained(imagenet.finish_batch(views, None)).softmax(1).mean(0) for views in (ours, theirs)]
+            theirs = hand_ten_crop(open_rgb(file), 36, 32)
+            scores = [trained(finish_batch(views, None)).softmax(1).mean(0) for views in (ours, theirs)]
             assert int(scores[0].argmax()) == int(scores[1].argmax())
             assert float((scores[0] - scores[1]).abs().max()) < 0.02
     # the same views, up to order, where TenCrop's centre rounds as (side - crop) // 2 does
-    image = imagenet._open_rgb(dataset.samples[0][0])
-    if all((side - 32) % 2 == 0 for side in imagenet._shorter_side_size(image.size, 36)):
+    image = open_rgb(dataset.samples[0][0])
+    if all((side - 32) % 2 == 0 for side in shorter_side_size(image.size, 36)):
         ours, theirs = dataset[0][0], hand_ten_crop(image, 36, 32)
         assert sorted(map(bytes, ours.numpy())) == sorted(map(bytes, theirs.numpy()))
 
@@ -249,7 +252,7 @@ def test_corrupt_training_jpeg_is_one_line_naming_it(corrupt_set):
     options = dict(batch_size=24, seed=0, **SMALL)  # one batch holds the whole set
     # PIL's workers: in a process that has run DALI pipelines they are spawned, not forked (a fork
     # of DALI's threads can deadlock); this test runs after DALI tests and hung before that.
-    loaders = [(imagenet.imagenet_train_loader, dict(workers=2))]
+    loaders = [(imagenet_train_loader, dict(workers=2))]
     if imagenet_dali.dali_available():
         loaders.append((imagenet_dali.dali_train_loader, dict(workers=0)))
     for make, extra in loaders:
@@ -265,7 +268,7 @@ def test_missing_class_folder_in_val_is_one_line(small_set, tmp_path):
     root = tmp_path / "missing"
     shutil.copytree(small_set, root)
     shutil.rmtree(root / "val" / "synthetic_n0002")
-    for attempt in (lambda: imagenet.resolve_imagenet_root(root, tmp_path),
+    for attempt in (lambda: resolve_imagenet_root(root, tmp_path),
                     lambda: imagenet_eval.imagenet_val_loader(root, 4, 36, 32, workers=0)):
         with pytest.raises(DataError) as caught:
             attempt()

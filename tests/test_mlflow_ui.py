@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from resnet.tracking.run import artifacts_of, runs_of
+from tests.support.mlflow_store import artifacts_of, runs_of
 from tests.support.mlflow_ui import chromium_dump_dom, chromium_screenshot, ensure_chromium, start_mlflow_ui
 from tests.support.workflow import run_folders
 

@@ -20,7 +20,11 @@ import yaml
 
 from resnet import paper
 
-from resnet.report import summary as report
+from resnet.report.cells import collect
+from resnet.report import figures
+from resnet.report.figures import write_figure1, write_figure6
+from resnet.report.summary import write_summary
+from resnet.report.tables import write_table1, write_table2, write_table3, write_table6
 
 from resnet.runs import files as runfiles
 from resnet.config.load import REPO_ROOT, load_config, plan_cells
@@ -131,7 +135,7 @@ def markdown_rows(text: str) -> list[dict[str, str]]:
 
 def test_collect_reads_every_planned_cell(trained):
     config, results = trained
-    cells = report.collect(config, files(config, results))
+    cells = collect(config, files(config, results))
     assert set(cells) == set(TRAINED) | {FAILED_CELL, "cifar-plain-56/seed-0"}
     for cell in TRAINED:
         assert cells[cell].status == "done"
@@ -146,7 +150,7 @@ def test_collect_reads_every_planned_cell(trained):
 
 def test_table6_sets_reproduced_beside_paper(trained, tmp_path):
     config, results = trained
-    report.write_table6(config, files(config, results), tmp_path / "table6.csv")
+    write_table6(config, files(config, results), tmp_path / "table6.csv")
     frame = pd.read_csv(tmp_path / "table6.csv", keep_default_na=False, na_values=[""])
     rows = rows_by_model(frame)
     assert list(frame["row"][:6]) == ["Maxout", "NIN", "DSN", "FitNet", "Highway-19", "Highway-32"]
@@ -191,7 +195,7 @@ def test_resnet110_best_mean_std_over_handmade_seeds(tmp_path):
     for seed, error in enumerate(errors):
         write_done(results, f"cifar-resnet-110/seed-{seed}", {"test_error": error, "train_error": 1.0})
     write_failed(results, "cifar-resnet-110/seed-5", "out of memory")
-    row = rows_by_model(report.write_table6(config, files(config, results), tmp_path / "t6.csv"))["cifar-resnet-110"]
+    row = rows_by_model(write_table6(config, files(config, results), tmp_path / "t6.csv"))["cifar-resnet-110"]
     assert row["reproduced_test_error"] == 6.43  # best of the done seeds, as the paper reports
     assert row["reproduced_mean"] == pytest.approx(6.61)
     assert row["reproduced_std"] == pytest.approx(statistics.stdev(errors))  # sample std (ddof 1)
@@ -205,7 +209,7 @@ def test_unfinished_cell_is_not_run_with_its_progress(tmp_path):
     results = tmp_path / "results"
     write_done(results, "cifar-resnet-20/seed-0", {"test_error": 9.0})
     (run_folder(results, "cifar-resnet-20/seed-0") / "metrics.json").unlink()
-    cell = report.collect(config, files(config, results))["cifar-resnet-20/seed-0"]
+    cell = collect(config, files(config, results))["cifar-resnet-20/seed-0"]
     assert (cell.status, cell.reason) == ("not run", "unfinished: curve.csv reaches iteration 4, no metrics.json yet")
 
 
@@ -213,10 +217,10 @@ def test_unfinished_cell_is_not_run_with_its_progress(tmp_path):
 
 def test_imagenet_tables_not_run_keep_paper_values(trained, tmp_path):
     config, results = trained
-    table2 = report.write_table2(config, files(config, results), tmp_path / "table2.csv")
+    table2 = write_table2(config, files(config, results), tmp_path / "table2.csv")
     assert list(table2["paper_top1"]) == [27.94, 28.54, 27.88, 25.03]
     assert set(table2["status"]) == {"not run"} and table2["reproduced_top1"].isna().all()
-    report.write_table3(config, files(config, results), tmp_path / "table3.csv")
+    write_table3(config, files(config, results), tmp_path / "table3.csv")
     rows = rows_by_model(pd.read_csv(tmp_path / "table3.csv", keep_default_na=False, na_values=[""]))
     assert [rows[k]["status"] for k in ("VGG-16", "GoogLeNet", "PReLU-net")] == ["quoted"] * 3
     assert pd.isna(rows["GoogLeNet"]["paper_top1"]) and rows["GoogLeNet"]["paper_top5"] == 9.15
@@ -232,16 +236,16 @@ def test_imagenet_tables_from_handmade_cells(tmp_path):
     write_done(results, "plain-18/seed-0", {"val_error": 31.0, "top1_10crop": 30.0, "top5_10crop": 11.0,
                                             "test_short_side": 256}, dataset="imagenet")
     write_failed(results, "resnet-34-b/seed-0", "CUDA error")
-    row = rows_by_model(report.write_table2(config, files(config, results), tmp_path / "t2.csv"))["plain-18"]
+    row = rows_by_model(write_table2(config, files(config, results), tmp_path / "t2.csv"))["plain-18"]
     assert (row["reproduced_top1"], row["diff_top1"], row["test_short_side"]) == (30.0, pytest.approx(2.06), 256)
-    rows = rows_by_model(report.write_table3(config, files(config, results), tmp_path / "t3.csv"))
+    rows = rows_by_model(write_table3(config, files(config, results), tmp_path / "t3.csv"))
     assert rows["resnet-34-b"]["status"] == "failed" and "CUDA error" in rows["resnet-34-b"]["reason"]
     assert rows["resnet-50"]["reason"] == "not in the configured plan"
 
 
 def test_table1_multiply_adds_match_the_paper(tmp_path):
     with one_thread():
-        frame = report.write_table1(tmp_path / "table1.csv")
+        frame = write_table1(tmp_path / "table1.csv")
     assert list(frame["layers"]) == [18, 34, 50, 101, 152]
     assert list(frame["paper_multiply_adds_e9"]) == [1.8, 3.6, 3.8, 7.6, 11.3]
     assert (frame["diff_percent"].abs() < 5).all()
@@ -257,7 +261,7 @@ def test_table1_multiply_adds_match_the_paper(tmp_path):
 @pytest.mark.parametrize("name, panels", [("figure1", 2), ("figure4", 2), ("figure6", 3), ("figure7", 2)])
 def test_figures_render_in_the_paper_layout(trained, tmp_path, name, panels):
     config, results = trained
-    written = getattr(report, f"write_{name}")(config, files(config, results), tmp_path / f"{name}.png")
+    written = getattr(figures, f"write_{name}")(config, files(config, results), tmp_path / f"{name}.png")
     assert written == {"png": tmp_path / f"{name}.png", "pdf": tmp_path / f"{name}.pdf", "panels": panels}
     assert written["png"].read_bytes()[:8] == PNG_SIGNATURE
     assert written["pdf"].read_bytes()[:5] == b"%PDF-"
@@ -267,7 +271,7 @@ def test_figures_render_in_the_paper_layout(trained, tmp_path, name, panels):
 def test_figures_render_with_nothing_run(tmp_path):
     config = make_config(tmp_path)
     for name, panels in (("figure6", 3), ("figure7", 2)):
-        written = getattr(report, f"write_{name}")(config, files(config, tmp_path / "empty"), tmp_path / f"{name}.png")
+        written = getattr(figures, f"write_{name}")(config, files(config, tmp_path / "empty"), tmp_path / f"{name}.png")
         assert written["panels"] == panels and written["png"].read_bytes()[:8] == PNG_SIGNATURE
 
 
@@ -275,9 +279,9 @@ def test_figures_render_with_nothing_run(tmp_path):
 
 def test_summary_states_scale_status_and_links(trained, tmp_path):
     config, results = trained
-    report.write_table6(config, files(config, results), tmp_path / "tables" / "table6.csv")
-    report.write_figure6(config, files(config, results), tmp_path / "figures" / "figure6.png")
-    text = report.write_summary(config, files(config, results), tmp_path / "README.md")
+    write_table6(config, files(config, results), tmp_path / "tables" / "table6.csv")
+    write_figure6(config, files(config, results), tmp_path / "figures" / "figure6.png")
+    text = write_summary(config, files(config, results), tmp_path / "README.md")
     assert text == (tmp_path / "README.md").read_text()
     assert "**Scale: `smoke`.**" in text and "NOT comparable to the paper" in text
     assert "6 planned: 4 done, 1 failed, 1 not run." in text
@@ -295,8 +299,8 @@ def test_outputs_are_deterministic(trained, tmp_path):
     config, results = trained
     first, second = tmp_path / "a", tmp_path / "b"
     for out in (first, second):
-        report.write_table6(config, files(config, results), out / "table6.csv")
-        report.write_figure1(config, files(config, results), out / "figure1.png")
-        report.write_summary(config, files(config, results), out / "README.md")
+        write_table6(config, files(config, results), out / "table6.csv")
+        write_figure1(config, files(config, results), out / "figure1.png")
+        write_summary(config, files(config, results), out / "README.md")
     for name in ("table6.csv", "table6.md", "figure1.png", "figure1.pdf", "README.md"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name

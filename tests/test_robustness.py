@@ -33,9 +33,10 @@ import yaml
 from PIL import Image
 
 from resnet.runs import files as runfiles
+from resnet.runs.records import load_checkpoint
 from resnet.data.cifar.source import load_cifar10
-from resnet.data.seeds import DataError
-from resnet.report.tables import _read_curve
+from resnet.data.errors import DataError
+from resnet.report.cells import _read_curve
 from tests.conftest import CIFAR_TARBALL, PYTHON, REPO_ROOT, require_cifar, run_cli, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
@@ -444,7 +445,7 @@ def test_row_spanning_a_kill_reports_the_real_images_per_second(tmp_path, make_c
     finally:
         if process.poll() is None:
             process.kill()
-    saved = runfiles.load_checkpoint(out / "checkpoint.pt")["state"]
+    saved = load_checkpoint(out / "checkpoint.pt")["state"]
     assert saved["iteration"] == 10 and saved["carried"][0]["images"] == 10 * 16
     trained_before = saved["carried"][0]["seconds"]
     assert trained_before > 0

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from resnet.tracking.run import metric_history, runs_of
+from tests.support.mlflow_store import metric_history, runs_of
 from tests.support.slurm import slurm_cluster  # noqa: F401  (session fixture)
 from tests.support.workflow import (
     CIFAR_TARBALL,

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resnet.tracking.run import artifacts_of, metric_history, runs_of
+from tests.support.mlflow_store import artifacts_of, metric_history, runs_of
 from tests.conftest import config_builder, run_cli
 
 pytestmark = pytest.mark.usefixtures("torch_threads")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from resnet.tracking.run import metric_history, runs_of
+from tests.support.mlflow_store import metric_history, runs_of
 
 pytestmark = pytest.mark.slow  # eight interpreters importing MLflow: about a minute on two cores
 

@@ -21,9 +21,12 @@ import pytest
 import torch
 
 from resnet.config.job import Job
-from resnet.runs.files import CURVE_COLUMNS, load_checkpoint
-from resnet.tracking.run import metric_history, runs_of
-from resnet.engine.loop import StopRequest, learning_rate, train
+from resnet.runs.files import CURVE_COLUMNS
+from resnet.runs.records import load_checkpoint
+from tests.support.mlflow_store import metric_history, runs_of
+from resnet.engine.loop import train
+from resnet.engine.schedule import learning_rate
+from resnet.engine.stops import StopRequest
 from tests.conftest import PYTHON, REPO_ROOT, TEST_THREADS, config_builder, job_args, job_of, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
@@ -102,7 +105,7 @@ def test_cifar_smoke_run_writes_curve_metrics_and_one_mlflow_run(make_config, tm
     stds = final["layer_response_std"]
     assert len(stds) == 19 and all(s > 0 and math.isfinite(s) for s in stds)  # 19 3x3 layers in ResNet-20
     provenance = saved["provenance"]
-    from resnet.runs.files import git_commit
+    from resnet.runs.provenance import git_commit
 
     assert provenance["git"]["commit"] == git_commit()["commit"] and "dirty" in provenance["git"]
     assert provenance["versions"]["torch"] == torch.__version__
@@ -414,14 +417,15 @@ def test_ddp_two_processes_on_cpu(make_config, tmp_path):
     # same 8 images as a single process would take, split 4 + 4 over the ranks. In training mode BN
     # normalises each rank's 4 images by their own statistics, so the row is the mean of the two
     # halves' losses (and the errors summed over all 8 images), computed here independently.
-    from resnet.data.imagenet import pil as data
+    from resnet.data.imagenet.folders import resolve_imagenet_root
+    from resnet.data.imagenet.pil import imagenet_train_loader
     from resnet.models.nets import build_model
 
-    root = data.resolve_imagenet_root(cfg.data_source, cfg.data.cache)
+    root = resolve_imagenet_root(cfg.data_source, cfg.data.cache)
     args = dict(root=root, batch_size=8, seed=cfg.recipe.seed, short_side=tuple(cfg.recipe.train_short_side), crop=cfg.recipe.crop,
                 workers=0)
-    _, whole_labels = next(data.imagenet_train_loader(**args))
-    halves = [next(data.imagenet_train_loader(rank=rank, world_size=2, **args)) for rank in (0, 1)]
+    _, whole_labels = next(imagenet_train_loader(**args))
+    halves = [next(imagenet_train_loader(rank=rank, world_size=2, **args)) for rank in (0, 1)]
     assert [len(labels) for _, labels in halves] == [4, 4]
     assert sorted(torch.cat([labels for _, labels in halves]).tolist()) == sorted(whole_labels.tolist())
     torch.manual_seed(cfg.recipe.seed)

@@ -14,10 +14,10 @@ import json
 import pytest
 
 from resnet import paper
+from resnet.report import figures
 
-from resnet.report import summary as report
 from resnet.config.load import load_config, plan_cells
-from resnet.tracking.run import metric_history, runs_of
+from tests.support.mlflow_store import metric_history, runs_of
 from tests.support.workflow import run_folders
 
 pytest_plugins = ["tests.support.workflow"]
@@ -86,7 +86,7 @@ def test_figures_are_the_reports_images_with_the_papers_panels(repo, tmp_path):
         assert png.startswith(PNG)
         assert (repo / "results" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
         cells = [repo / "results" / "runs" / "smoke" / cell.id / "metrics.json" for cell in plan_cells(config)]
-        drawn = getattr(report, f"write_{name}")(config, cells, tmp_path / f"{name}.png")
+        drawn = getattr(figures, f"write_{name}")(config, cells, tmp_path / f"{name}.png")
         assert drawn["panels"] == panels
         assert (tmp_path / f"{name}.png").read_bytes() == png  # the workflow's file is this drawing
 

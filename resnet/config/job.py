@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from resnet.config.load import REFERENCE_BATCH, Config, Data, Engine, Tracking
+from resnet.config.sections import Config, Data, Engine, REFERENCE_BATCH, Tracking
 from resnet.config.schema import ConfigError, check_name, parse, to_plain
 
 CELL_PATTERN = re.compile(r"^(?P<model>[a-z0-9][a-z0-9.\-]{0,63})/seed-(?P<seed>\d{1,9})$")

@@ -12,7 +12,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-from resnet.config.load import Config, ConfigError
+from resnet.config.sections import Config
+from resnet.config.schema import ConfigError
 
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 

@@ -1,29 +1,26 @@
-"""What the data modules share: the error type for bad data and the seed derivation.
+"""Every random draw of the data, as a pure function of (seed, stream, counter).
 
-The data itself lives in the modules that define it; import from them directly:
-
-- ``resnet.cifar_source``: CIFAR-10 from a torchvision folder, an ImageFolder tree or a tarball of
-  one, checked complete and decoded once into an ``.npz`` cache (``load_cifar10``).
-- ``resnet.cifar``: the train/validation split (Sec. 4.2), the per-pixel mean, the on-device
-  training stream (4-pixel pad, random 32x32 crop, horizontal flip) and the evaluation set.
-- ``resnet.imagenet``: ImageNet-layout folders (ILSVRC2012 or a generated synthetic set); scale
-  augmentation, 224 crops, flips and PCA colour noise (Sec. 3.4); a resumable, DDP-aware sampler;
-  the PIL loader and the choice of loader (``data.imagenet_loader``).
-- ``resnet.imagenet_dali``: the same training crops decoded and cut on the GPU by NVIDIA DALI
-  (optional), and its centre-crop validation.
-- ``resnet.imagenet_eval``: centre-crop validation (Figure 4) and 10-crop testing (Tables 2 and 3).
-
-``derive_seed`` makes every random draw a pure function of (seed, stream, counter), so a run
-resumes exactly at any iteration without saving random-number-generator state.
+``derive_seed`` makes each draw recomputable from its keys, so a run resumes exactly at any
+iteration without saving random-number-generator state. ``Stream`` names the kinds of draws, so no
+two kinds share a sequence; ``EpochOrders`` is the one definition of "a fresh permutation each
+epoch" that the CIFAR stream and the ImageNet sampler both walk.
 """
 
 from __future__ import annotations
 
+import enum
+
 import numpy as np
+import torch
 
 
-class DataError(ValueError):
-    """Missing or malformed data; the message is one line naming the path and the fix."""
+class Stream(enum.IntEnum):
+    """The stream tag of each kind of draw (the second key of derive_seed)."""
+
+    CIFAR_EPOCH_ORDER = 0
+    CIFAR_AUGMENTATION = 1
+    IMAGENET_AUGMENTATION = 2
+    IMAGENET_EPOCH_ORDER = 3
 
 
 def derive_seed(*keys: int) -> int:
@@ -34,3 +31,21 @@ def derive_seed(*keys: int) -> int:
     """
     words = np.random.SeedSequence([int(key) for key in keys]).generate_state(2, dtype=np.uint32)
     return (int(words[0]) << 31) ^ int(words[1])
+
+
+class EpochOrders:
+    """The order of the samples in each epoch: ``permutation(seed, stream, epoch)`` of range(n).
+
+    Two epochs are kept (a batch may straddle an epoch boundary); any other is recomputed.
+    """
+
+    def __init__(self, num_samples: int, seed: int, stream: Stream) -> None:
+        self.num_samples, self.seed, self.stream = num_samples, seed, stream
+        self._orders: dict[int, np.ndarray] = {}
+
+    def __call__(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.stream, epoch))
+            self._orders = {key: value for key, value in self._orders.items() if key == epoch - 1}
+            self._orders[epoch] = torch.randperm(self.num_samples, generator=generator).numpy()
+        return self._orders[epoch]

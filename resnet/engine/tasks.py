@@ -108,20 +108,21 @@ class ImageNetTask:
     data.imagenet = 'synthetic' trains on a generated set of synthetic JPEGs in ImageNet layout
     (10 classes), for tests and the smoke scale; ImageNet itself is never downloaded.
     data.imagenet_loader ('auto', 'dali' or 'pil'; ``loader`` overrides it) picks the input path
-    of training and centre-crop validation (resnet.imagenet.pick_loader); 10-crop testing is PIL's.
+    of training and centre-crop validation (resnet.data.imagenet.loaders.pick_loader); 10-crop testing is PIL's.
     Both paths give the same batches (within a grey level) for the same (seed, iteration).
     """
 
     def __init__(self, job: Job, device: torch.device, loader: str | None = None) -> None:
         # Imported here, not at the top: CIFAR jobs need none of it (torchvision, DALI), ~2 s per job.
-        from resnet.data.imagenet import pil as imagenet
+        from resnet.data.imagenet.folders import imagenet_classes, resolve_imagenet_root, scan_split
+        from resnet.data.imagenet.loaders import pick_loader
 
         recipe, engine = job.recipe, job.engine
         self.recipe, self.device, self.workers = recipe, device, engine.workers
-        self.root = imagenet.resolve_imagenet_root(job.data.imagenet, job.data.cache)
-        self.num_classes = len(imagenet.imagenet_classes(self.root))
+        self.root = resolve_imagenet_root(job.data.imagenet, job.data.cache)
+        self.num_classes = len(imagenet_classes(self.root))
         self.image_size = recipe.crop
-        self.loader = imagenet.pick_loader(job.data.imagenet_loader if loader is None else loader, device)
+        self.loader = pick_loader(job.data.imagenet_loader if loader is None else loader, device)
         self.channels_last = engine.channels_last
         world, rank = distributed.world_size(), distributed.rank()
         self._loader_args = dict(root=self.root, batch_size=recipe.batch_size,  # global; each rank takes its share
@@ -131,20 +132,18 @@ class ImageNetTask:
         self._stream = None
         self._next_iteration = None
         self._val = None
-        self.train_size = len(imagenet.ImageNetTrainSet(self.root, short_side=tuple(recipe.train_short_side),
-                                                        crop=recipe.crop))
+        self.train_size = len(scan_split(self.root, "train")[1])
         self.data_info = {"source": job.data.imagenet, "root": str(self.root),
                           "kind": "synthetic" if job.data.imagenet == "synthetic" else "folder",
                           "train_images": self.train_size, "loader": self.loader}
 
     def train_batch(self, iteration: int):
-        from resnet.data.imagenet import pil as imagenet
+        from resnet.data.imagenet.loaders import train_loader
 
-        from resnet.data.imagenet import dali as imagenet_dali
         if self._stream is None or self._next_iteration != iteration:
-            make = imagenet_dali.dali_train_loader if self.loader == "dali" else imagenet.imagenet_train_loader
-            self._stream = make(start_sample=iteration * self.recipe.batch_size, **self._loader_args)
-        images, labels = next(self._stream)  # on the device, finished (resnet.imagenet.finish_batch)
+            self._stream = train_loader(self.loader, start_sample=iteration * self.recipe.batch_size,
+                                        **self._loader_args)
+        images, labels = next(self._stream)  # on the device, finished (crops.finish_batch)
         self._next_iteration = iteration + 1
         return images, labels
 
@@ -152,23 +151,27 @@ class ImageNetTask:
         return iteration * self.recipe.batch_size / self.train_size
 
     def evaluate(self, model) -> dict[str, float]:
-        from resnet.data.imagenet import dali as imagenet_dali
+        from resnet.data.imagenet.loaders import val_loader
 
-        from resnet.data.imagenet import evaluation as imagenet_eval
         if self._val is None:  # kept: DALI's pipeline (and PIL's workers) start once
-            make = imagenet_dali.dali_val_loader if self.loader == "dali" else imagenet_eval.imagenet_val_loader
-            self._val = make(self.root, batch_size=min(self.recipe.batch_size, 256),
-                             resize=self.recipe.test_short_side, crop=self.recipe.crop, workers=self.workers,
-                             device=self.device, channels_last=self.channels_last)
+            self._val = val_loader(self.loader, self.root, batch_size=min(self.recipe.batch_size, 256),
+                                   resize=self.recipe.test_short_side, crop=self.recipe.crop, workers=self.workers,
+                                   device=self.device, channels_last=self.channels_last)
         # Figure 4's bold curves: centre-crop validation error.
         return {"val_error": error_rate(model, self._val, self.device)}
 
     def final(self, model) -> dict:
-        from resnet.data.imagenet import evaluation as imagenet_eval
+        from resnet.data.imagenet.evaluation import ten_crop_eval
 
         centre = self.evaluate(model)["val_error"]
-        ten = imagenet_eval.ten_crop_eval(model, self.root, short_side=self.recipe.test_short_side,
+        ten = ten_crop_eval(model, self.root, short_side=self.recipe.test_short_side,
                                           crop=self.recipe.crop, batch_size=max(1, min(self.recipe.batch_size, 64)),
                                           device=self.device, workers=self.workers)
         return {"val_error": centre, "top1_10crop": ten["top1_error"], "top5_10crop": ten["top5_error"],
                 "test_short_side": self.recipe.test_short_side}
+
+
+def make_task(job: Job, device: torch.device):
+    from resnet.engine.tasks import CifarTask, ImageNetTask
+
+    return (CifarTask if job.dataset == "cifar10" else ImageNetTask)(job, device)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resnet.paper.names import ModelNameError, canonical_name
+from resnet.paper.names import ModelNameError, canonical_name, parse_model_name
 
 PAPER = "He et al. 2015, Deep Residual Learning for Image Recognition (arXiv 1512.03385)"
 
@@ -261,3 +261,16 @@ def appearances(model: str) -> list[Appearance]:
             found.append(Appearance(f"Figure {figure.split('-')[1]}", figure,
                                     f"{' and '.join(drawn)} panel{'s' if len(drawn) > 1 else ''}"))
     return found
+
+
+def paper_label(model: str, table: str = "") -> str:
+    """The paper's name of a registry model: 'ResNet-34 B', 'plain-18', 'ResNet-110'."""
+    spec = parse_model_name(model)
+    if spec.family == "plain":
+        return f"plain-{spec.depth}"
+    label = f"ResNet-{spec.depth}"
+    if table == "table3" and spec.depth == 34:
+        label += f" {spec.shortcut}"
+    elif spec.shortcut != ("B" if spec.bottleneck else "A"):
+        label += f" ({spec.shortcut})"
+    return label + (" (V1.5)" if spec.variant == "v1.5" else "")

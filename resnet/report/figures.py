@@ -28,7 +28,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 from resnet import paper  # noqa: E402
 
 from resnet.runs import files as runfiles
-from resnet.report.tables import DONE, CellResult, cells_of, collect, normalised_config, paper_label  # noqa: E402
+from resnet.paper import paper_label  # noqa: E402
+from resnet.report.cells import DONE, CellResult, cells_of, collect, normalised_config  # noqa: E402
 
 ITERATION_UNIT = 1e4  # the paper's x axes are in units of 1e4 iterations
 PANEL_SIZE = (4.6, 3.4)  # inches per panel

@@ -1,15 +1,11 @@
-"""Tables, figures and the one-page summary of the reproduction, from the per-cell files.
+"""The one-page summary of the reproduction (results/README.md), from the per-cell files.
 
-The workflow's report rules call one function each (workflow/scripts/report.py):
+    write_summary(config, metrics_files, out_md)   scale, agreement with the paper per table, cell
+                                                   status, links to the tables and figures, provenance
 
-    write_table1(out_csv)                                   Table 1, computed from the models
-    write_table2/3/6(config, metrics_files, out_csv)          CSV + Markdown copy (tableN.md)
-    write_figure1/4/6/7(config, metrics_files, out_png)       PNG + PDF; returns {"png", "pdf", "panels"}
-    write_summary(config, metrics_files, out_md)              results/README.md
-
-Tables live in ``resnet.report_tables`` and figures in ``resnet.report_figures``; this module
-re-exports them and writes the summary.  ``metrics_files`` is the folder holding ``runs/``; every
-output is written atomically and holds no timestamps.
+The tables are resnet.report.tables, the figures resnet.report.figures. ``metrics_files`` are the
+cells' metrics.json files (the rule's inputs); the output is written atomically and holds no
+timestamps.
 """
 from __future__ import annotations
 
@@ -20,16 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from resnet import paper
-
+from resnet.report.cells import DONE, FAILED, NOT_RUN, CellResult, collect, normalised_config
+from resnet.report.tables import table2_frame, table3_frame, table6_frame
 from resnet.runs import files as runfiles
-from resnet.report.figures import write_figure1, write_figure4, write_figure6, write_figure7
-from resnet.report.tables import (DONE, FAILED, NOT_RUN, CellResult, collect, normalised_config,
-                                  table2_frame, table3_frame, table6_frame, write_table1, write_table2,
-                                  write_table3, write_table6)
-
-__all__ = ["CellResult", "collect", "write_table1", "write_table2", "write_table3", "write_table6",
-           "write_figure1", "write_figure4", "write_figure6", "write_figure7", "write_summary",
-           "MATCH_POINTS"]
 
 # A reproduced number "matches" the paper when within this many points (percent error).
 # CIFAR-10: the paper's own spread over ResNet-110 runs is ±0.16 (Table 6), so 0.5 is about three

@@ -1,6 +1,6 @@
 """The paper's tables from the per-cell files: what each cell's run folder says, beside the paper.
 
-    results/runs/<scale>/<model>/seed-<n>/metrics.json, curve.csv  --collect-->  CellResult per cell
+    results/runs/<scale>/<model>/seed-<n>/metrics.json, curve.csv  --collect (cells.py)-->  CellResult per cell
     CellResult + resnet.paper                                      --table*_frame-->  one row per paper row
     frame                                                          --write_table*-->  CSV + Markdown copy
 
@@ -19,11 +19,9 @@ Outputs hold no timestamps, so the same run folders give byte-identical tables.
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 import statistics
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -33,121 +31,12 @@ import pandas as pd
 from resnet import paper
 
 from resnet.runs import files as runfiles
-from resnet.config.load import Cell, Config, load_config
-from resnet.config.job import parse_cell
-from resnet.runs.records import Metrics, RecordError
+from resnet.report.cells import CellResult, cells_of, collect, normalised_config, row_status
 from resnet.models.measure import count_parameters, table1_rows
 from resnet.models.nets import build_model
-from resnet.paper.names import parse_model_name
 
-DONE, FAILED, NOT_RUN, QUOTED = "done", "failed", "not run", "quoted"
+QUOTED = "quoted"  # a row the paper quotes from other work
 
-
-# ----------------------------------------------------------------------------- the cells
-
-@dataclass
-class CellResult:
-    """What one cell's run folder says: its status, final numbers and curve."""
-
-    cell: str  # "<model>/seed-<n>"
-    model: str
-    seed: int
-    dataset: str
-    status: str  # done | failed | not run
-    reason: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-    curve: pd.DataFrame | None = None
-
-    @property
-    def final(self) -> dict[str, Any]:
-        return self.metrics.get("final") or {}
-
-
-def normalised_config(config) -> Config:
-    """The validated, typed config (Snakemake hands over the raw mapping)."""
-    return config if isinstance(config, Config) else load_config(dict(config))
-
-
-def collect(config, metrics_files: list[Path]) -> dict[str, CellResult]:
-    """The cells whose metrics.json files are given (the rule's inputs), keyed by cell id.
-
-    A cell's id and dataset come from its folder, results/runs/<scale>/<model>/seed-<n>/; a file
-    that does not exist yet gives a "not run" row.
-    """
-    cells = {}
-    for file in map(Path, metrics_files):
-        model, seed = parse_cell(f"{file.parent.parent.name}/{file.parent.name}")
-        cell = Cell(model, seed, parse_model_name(model).dataset)
-        cells[cell.id] = _read_cell(cell, file.parent)
-    return cells
-
-
-def _read_cell(cell, folder: Path) -> CellResult:
-    result = CellResult(cell.id, cell.model, cell.seed, cell.dataset, NOT_RUN)
-    result.curve = _read_curve(folder / "curve.csv")
-    try:
-        metrics = Metrics.read(folder / "metrics.json")
-    except RecordError as error:
-        result.status, result.reason = FAILED, str(error)
-        return result
-    if metrics is None:
-        if result.curve is not None and len(result.curve):
-            last = int(result.curve["iteration"].iloc[-1])
-            result.reason = f"unfinished: curve.csv reaches iteration {last}, no metrics.json yet"
-        else:
-            result.reason = "no metrics.json yet"
-        return result
-    result.metrics = dataclasses.asdict(metrics)
-    if metrics.done:
-        result.status = DONE
-    else:
-        result.status = FAILED
-        result.reason = metrics.reason or f"metrics.json has status {metrics.status!r}"
-    return result
-
-
-def _read_curve(path: Path) -> pd.DataFrame | None:
-    """curve.csv as floats; an empty field ("not evaluated") is NaN, the pandas way of missing.
-
-    A measured non-finite loss is not missing: the ``diverged`` column is True on the rows whose
-    train_loss was written as nan/inf (runfiles.write_curve), so "diverged" stays apart from "not
-    evaluated" although both are NaN in a float column.
-    """
-    rows = runfiles.read_curve(path)
-    if rows is None:
-        return None
-    frame = pd.DataFrame.from_records(rows, columns=None if rows else runfiles.CURVE_COLUMNS).astype(float)
-    frame["diverged"] = [row.get("train_loss") is not None and not math.isfinite(row["train_loss"])
-                         for row in rows]
-    return frame
-
-
-def cells_of(cells: dict[str, CellResult], model: str) -> list[CellResult]:
-    """The planned cells of one model, lowest seed first."""
-    return sorted((c for c in cells.values() if c.model == model), key=lambda c: c.seed)
-
-
-def row_status(cells: list[CellResult]) -> tuple[str, str, list[CellResult]]:
-    """(status, reason, done cells) of a table row over its seeds.
-
-    A row with at least one done seed is done; its reason names any seeds missing. Without a
-    done seed it is failed (if a seed failed) or not run.
-    """
-    if not cells:
-        return NOT_RUN, "not in the configured plan", []
-    done = [c for c in cells if c.status == DONE]
-    failed = [c for c in cells if c.status == FAILED]
-    missing = [c for c in cells if c.status == NOT_RUN]
-    notes = [f"seed-{c.seed} failed: {c.reason}" for c in failed]
-    if missing:
-        notes.append("not run: " + ", ".join(f"seed-{c.seed}" + (f" ({c.reason})" if c.reason else "")
-                                             for c in missing))
-    if done:
-        prefix = [f"{len(done)} of {len(cells)} seeds done"] if len(done) < len(cells) else []
-        return DONE, "; ".join(prefix + notes), done
-    if failed:
-        return FAILED, "; ".join(notes), []
-    return NOT_RUN, "; ".join(c.reason for c in missing if c.reason), []
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -173,20 +62,6 @@ def _diff(reproduced: float | None, paper_value: float | None) -> float | None:
 def _finals(done: list[CellResult], key: str) -> list[float]:
     return [float(c.final[key]) for c in done if c.final.get(key) is not None]
 
-
-# ----------------------------------------------------------------------------- row labels
-
-def paper_label(model: str, table: str = "") -> str:
-    """The paper's name of a registry model: 'ResNet-34 B', 'plain-18', 'ResNet-110'."""
-    spec = parse_model_name(model)
-    if spec.family == "plain":
-        return f"plain-{spec.depth}"
-    label = f"ResNet-{spec.depth}"
-    if table == "table3" and spec.depth == 34:
-        label += f" {spec.shortcut}"
-    elif spec.shortcut != ("B" if spec.bottleneck else "A"):
-        label += f" ({spec.shortcut})"
-    return label + (" (V1.5)" if spec.variant == "v1.5" else "")
 
 
 # ----------------------------------------------------------------------------- Table 1
@@ -229,7 +104,7 @@ def table2_frame(config: dict, cells: dict[str, CellResult]) -> pd.DataFrame:
         top1, top1_std = mean_std(_finals(done, "top1_10crop"))
         centre, _ = mean_std(_finals(done, "val_error"))
         rows.append({
-            "row": paper_label(model), "model": model, "seeds": len(done),
+            "row": paper.paper_label(model), "model": model, "seeds": len(done),
             "paper_top1": paper_row.top1, "reproduced_top1": top1, "reproduced_top1_std": top1_std,
             "diff_top1": _diff(top1, paper_row.top1), "reproduced_centre_crop_top1": centre,
             "test_short_side": _short_side(done), "status": status, "reason": reason,
@@ -246,7 +121,7 @@ def table3_frame(config: dict, cells: dict[str, CellResult]) -> pd.DataFrame:
             label, model = key, ""
         else:
             status, reason, done = row_status(cells_of(cells, key))
-            label, model = paper_label(key, "table3"), key
+            label, model = paper.paper_label(key, "table3"), key
         top1, _ = mean_std(_finals(done, "top1_10crop"))
         top5, _ = mean_std(_finals(done, "top5_10crop"))
         rows.append({
@@ -290,7 +165,7 @@ def table6_frame(config: dict, cells: dict[str, CellResult]) -> pd.DataFrame:
                 mean, std = mean_std(errors)
                 value = mean
             params = {c.metrics.get("parameters") for c in done} - {None}
-            row.update(row=paper_label(key), model=key, params=min(params) if params else parameter_count(key),
+            row.update(row=paper.paper_label(key), model=key, params=min(params) if params else parameter_count(key),
                        seeds=len(errors), reproduced_test_error=value, reproduced_mean=mean, reproduced_std=std,
                        diff_test_error=_diff(value, paper_row.error),
                        diff_mean=_diff(mean, paper_row.mean) if paper_row.mean is not None else None,

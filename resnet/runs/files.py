@@ -1,8 +1,7 @@
-"""The files of one run folder, written atomically, and the provenance every result carries.
+"""Files written atomically, and the formats of the run folder's text files (JSON, the curve).
 
-    <run>/checkpoint.pt   model, optimiser, schedule and data position, curve so far, MLflow run id
     <run>/curve.csv       one row per log interval (training error) with evaluations where made
-    <run>/metrics.json    final numbers + provenance; its presence with status "done" ends the cell
+    <run>/metrics.json    final numbers + provenance (resnet.runs.records.Metrics)
 
 A file is written to a temporary name in the same folder and renamed into place, so a reader (or a
 run killed half-way) never sees half a file. ``atomic_open`` is the project's one way of doing so
@@ -20,21 +19,11 @@ import io
 import json
 import math
 import os
-import pickle
-import platform
-import socket
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
-
-import torch
-
-from resnet.engine import distributed
 
 CURVE_COLUMNS = [
     "iteration", "epoch", "lr", "train_loss", "train_error", "val_error", "test_error",
@@ -43,13 +32,6 @@ CURVE_COLUMNS = [
 # Columns filled only at evaluation rows. A run's rows hold NaN there for "not evaluated" (an
 # evaluation itself always yields a finite error), so NaN in these columns is written as empty.
 EVALUATION_COLUMNS = ("val_error", "test_error")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read; the message names the file and the fix."""
-
-
-CHECKPOINT_FIX = "delete it to restart this cell from iteration 0 (the other files of the run are kept)"
 
 
 def umask() -> int:
@@ -157,76 +139,3 @@ def read_curve(path: Path) -> list[dict[str, float | None]] | None:
                      if key is not None} for row in reader]
     except (FileNotFoundError, ValueError, csv.Error):
         return None
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_open(path) as handle:
-        torch.save(state, handle)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's state, loaded with torch's weights-only unpickler.
-
-    Only tensors and plain values (dict, list, tuple, str, int, float, bool, None) are accepted: a
-    file planted in a shared results/ folder cannot run code when a cell resumes. Anything else is
-    refused with the same CheckpointError as a torn file.
-    """
-    fix = CHECKPOINT_FIX
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        refused = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line
-                   or "Unsupported operand" in line]
-        if refused or "Weights only load failed" in str(error):
-            what = refused[0].rstrip(".") if refused else "objects other than tensors and plain values"
-            raise CheckpointError(
-                f"checkpoint '{path}' was refused unread: it holds {what}, and loading it could run code "
-                f"(a checkpoint of this project holds only tensors and plain values): {fix}") from None
-        raise CheckpointError(f"checkpoint '{path}' is unreadable (UnpicklingError): {fix}") from None
-    except Exception as error:  # truncated, overwritten or foreign file
-        raise CheckpointError(f"checkpoint '{path}' is unreadable ({type(error).__name__}): {fix}") from None
-
-
-# ----------------------------------------------------------------------------- provenance
-
-def git_commit() -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[2]  # the repository
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-    except Exception:
-        return {"commit": "unknown", "dirty": None}
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def provenance(device: torch.device, seed: int) -> dict[str, Any]:
-    from importlib.metadata import version
-
-    import numpy
-
-    # torchvision's version from its metadata: importing it would cost a CIFAR job a second or two.
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "torchvision": version("torchvision"), "numpy": numpy.__version__}
-    if torch.version.cuda:
-        versions["cuda"] = torch.version.cuda
-    return {
-        "git": git_commit(),
-        "versions": versions,
-        "device": device_name(device),
-        "host": socket.gethostname(),
-        "seed": seed,
-        "command": " ".join(sys.argv),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "world_size": distributed.world_size(),
-        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from resnet.runs import files as runfiles
-from resnet.config.load import REFERENCE_BATCH
+from resnet.runs.provenance import device_name
+from resnet.config.sections import REFERENCE_BATCH
 from resnet.models.measure import count_parameters
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ def banner(job: Job, device: torch.device, model, dist) -> str:
         f" (linear scaling rule: the recipe's lr is per batch of {reference}; batch {recipe.batch_size} "
         f"gives lr {recipe.lr:g})")
     bn = f", BN over groups of {recipe.bn_group}" if recipe.bn_group else ""
-    return (f"[{job.cell}] {job.scale} scale on {runfiles.device_name(device)} x{dist.world_size}: "
+    return (f"[{job.cell}] {job.scale} scale on {device_name(device)} x{dist.world_size}: "
             f"{count_parameters(model):,} parameters, {recipe.iterations} iterations at batch {recipe.batch_size}"
             f"{bn}, lr {recipe.lr:g} /{1 / recipe.lr_decay:g} at {list(recipe.milestones)}{lr_note}"
             + ("" if job.tracking.live else "; MLflow: logged from the run folder by the workflow's summary step "

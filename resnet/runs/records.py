@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,36 @@ DONE, FAILED = "done", "failed"
 
 class RecordError(ValueError):
     """A run file of another format version or shape; the message names the file and the fix."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read; the message names the file and the fix."""
+
+
+CHECKPOINT_FIX = "delete it to restart this cell from iteration 0 (the other files of the run are kept)"
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's state, loaded with torch's weights-only unpickler.
+
+    Only tensors and plain values (dict, list, tuple, str, int, float, bool, None) are accepted: a
+    file planted in a shared results/ folder cannot run code when a cell resumes. Anything else is
+    refused with the same CheckpointError as a torn file.
+    """
+    fix = CHECKPOINT_FIX
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line
+                   or "Unsupported operand" in line]
+        if refused or "Weights only load failed" in str(error):
+            what = refused[0].rstrip(".") if refused else "objects other than tensors and plain values"
+            raise CheckpointError(
+                f"checkpoint '{path}' was refused unread: it holds {what}, and loading it could run code "
+                f"(a checkpoint of this project holds only tensors and plain values): {fix}") from None
+        raise CheckpointError(f"checkpoint '{path}' is unreadable (UnpicklingError): {fix}") from None
+    except Exception as error:  # truncated, overwritten or foreign file
+        raise CheckpointError(f"checkpoint '{path}' is unreadable ({type(error).__name__}): {fix}") from None
 
 
 @dataclass
@@ -131,14 +162,14 @@ class TrainState:
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(values, dict) or set(values) != names:
             found = sorted(values) if isinstance(values, dict) else type(values).__name__
-            raise runfiles.CheckpointError(f"checkpoint '{where}' holds a training state of another shape (keys "
-                                           f"{found}): {runfiles.CHECKPOINT_FIX}")
+            raise CheckpointError(f"checkpoint '{where}' holds a training state of another shape (keys "
+                                           f"{found}): {CHECKPOINT_FIX}")
         carried = values["carried"]
         try:
             carried = None if carried is None else [IntervalSums(**item) for item in carried]
         except TypeError:
-            raise runfiles.CheckpointError(f"checkpoint '{where}' holds malformed interval sums: "
-                                           f"{runfiles.CHECKPOINT_FIX}") from None
+            raise CheckpointError(f"checkpoint '{where}' holds malformed interval sums: "
+                                           f"{CHECKPOINT_FIX}") from None
         return cls(**{**values, "carried": carried})
 
 
@@ -162,11 +193,11 @@ class Checkpoint:
 
     @classmethod
     def load(cls, path: Path) -> "Checkpoint":
-        values = runfiles.load_checkpoint(Path(path))
+        values = load_checkpoint(Path(path))
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(values, dict) or values.get("format") != CHECKPOINT_FORMAT or set(values) != names:
             found = values.get("format") if isinstance(values, dict) else type(values).__name__
-            raise runfiles.CheckpointError(
+            raise CheckpointError(
                 f"checkpoint '{path}' is not a format-{CHECKPOINT_FORMAT} checkpoint of this project (found "
-                f"format {found!r}): {runfiles.CHECKPOINT_FIX}")
+                f"format {found!r}): {CHECKPOINT_FIX}")
         return cls(**{**values, "state": TrainState.from_dict(values["state"], str(path))})

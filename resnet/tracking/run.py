@@ -1,15 +1,16 @@
-"""MLflow mirror of the per-run files. The only module of the project that imports mlflow.
+"""One cell's MLflow run: what it says (tags, params, description, curve, final numbers), and the
+Tracker that writes it.
 
 Files are the truth (curve.csv, metrics.json in each run folder); MLflow is where the same numbers
 are browsed. One MLflow run per cell; a resumed cell continues its run (the run id is kept in the
 checkpoint) instead of starting a second one. With ``mlflow.live: false`` (the smoke scale) the
 training job does not import this module at all; the workflow's summary step logs each cell's run
-from its files (resnet.tracking_sync), once for the whole plan.
+from its files (resnet.tracking.sync), once for the whole plan.
 
 The mirror never costs a result: every call to the store is guarded. MLflow trouble (a store that
 cannot be opened, a run that is gone, a locked database that stays locked) is printed as one
 warning line and the training goes on; rows that did not reach the store are sent again at the next
-checkpoint, and ``python -m resnet mlflow-sync`` (resnet.tracking_sync) rebuilds or completes the
+checkpoint, and ``python -m resnet mlflow-sync`` (resnet.tracking.sync) rebuilds or completes the
 store from the run folders at any time.
 
 A run follows MLflow's own conventions, so the UI's columns are filled:
@@ -22,18 +23,10 @@ A run follows MLflow's own conventions, so the UI's columns are filled:
 - project tags ``kind`` (cell | report), ``cell``, ``model``, ``seed``, ``scale``, ``dataset``,
   ``artefacts``.
 
-Each workflow run also logs one *report* run (resnet.tracking_sync) holding the tables, figures
+Each workflow run also logs one *report* run (resnet.tracking.sync) holding the tables, figures
 and the summary as artefacts, its description being the summary itself.
 
-MLflow's SQL stores always hold an experiment named "Default" (id 0, created with the tables). It is
-left alone: the project logs nothing there, and removing it would break MLflow's own tools that
-fall back to it.
-
-The default store is a SQLite file; many processes may write to it at once. MLflow's SQL store
-waits 20 s on a busy database (PRAGMA busy_timeout) but SQLite answers a write that would deadlock
-with "database is locked" at once; MLflow reports both as TEMPORARILY_UNAVAILABLE, and those calls
-are retried (tenacity). On clusters a tracking server is the better choice (config key
-mlflow.tracking_uri).
+The store itself (opening it, retrying a busy SQLite file) is resnet.tracking.store.
 """
 from __future__ import annotations
 
@@ -41,13 +34,12 @@ import dataclasses
 import getpass
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable
 
-T = TypeVar("T")
+from resnet.tracking.store import _call, _client, _experiment_id
 
 # MLflow batches accept at most 1000 metrics per call.
 _BATCH = 1000
@@ -61,93 +53,7 @@ FINAL_PREFIX = "final/"
 # A tag on a run that stands in for a run the store no longer holds (the run id the files know).
 REPLACES_TAG = "replaces_run"
 
-# sqlite:/// stores this process has already created or checked
-_READY: set[str] = set()
 
-
-# ----------------------------------------------------------------------------- the store
-
-SQLITE_BUSY, SQLITE_LOCKED = 5, 6  # SQLite's primary result codes (extended codes keep them in the low byte)
-
-
-def _transient(error: BaseException) -> bool:
-    """A busy store: worth trying again. MLflow's SQL store reports every database OperationalError
-    as TEMPORARILY_UNAVAILABLE; for SQLite only a busy or locked database is (a read-only or
-    corrupt file is not), told by the sqlite3 error's result code, not by its text."""
-    from mlflow.exceptions import MlflowException
-
-    if not isinstance(error, MlflowException) or error.error_code != "TEMPORARILY_UNAVAILABLE":
-        return False
-    code = getattr(getattr(error.__cause__, "orig", None), "sqlite_errorcode", None)
-    return code is None or code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
-
-
-def _call(action: Callable[[], T]) -> T:
-    """Run one store call, retried (jittered exponential wait, up to 60 s) while the store is busy."""
-    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
-
-    for attempt in Retrying(retry=retry_if_exception(_transient), stop=stop_after_delay(60),
-                            wait=wait_random_exponential(multiplier=0.05, max=2.0), reraise=True):
-        with attempt:
-            return action()
-    raise AssertionError("unreachable")
-
-
-def _prepare_store(uri: str) -> str:
-    """Create a sqlite:/// store (folder and tables) once; quiet MLflow's start-up chatter."""
-    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    if uri.startswith("sqlite:///") and uri not in _READY:
-        database = Path(uri[len("sqlite:///"):])
-        database.parent.mkdir(parents=True, exist_ok=True)
-        _create_tables(uri, database)
-        _READY.add(uri)
-    return uri
-
-
-def _create_tables(uri: str, database: Path) -> None:
-    """Let one process at a time create or upgrade the tables of a SQLite store.
-
-    MLflow builds a new store with a series of schema migrations; two processes doing that at once
-    (the first jobs of a workflow start together) break each other's migration. A lock file beside
-    the database serialises this step only; logging itself runs concurrently.
-    """
-    import fcntl
-
-    from mlflow.tracking import MlflowClient
-
-    with open(database.with_name(database.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            _call(lambda: MlflowClient(tracking_uri=uri).search_experiments(max_results=1))
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=_prepare_store(uri))
-
-
-def _artifact_location(uri: str) -> str | None:
-    """Artifacts of a SQLite store go beside it (results/mlartifacts), not into ./mlruns."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
-    return None  # a tracking server decides
-
-
-def _experiment_id(client, uri: str, name: str) -> str:
-    found = _call(lambda: client.get_experiment_by_name(name))
-    if found is not None:
-        return found.experiment_id
-    try:
-        return _call(lambda: client.create_experiment(name, artifact_location=_artifact_location(uri)))
-    except Exception:
-        found = client.get_experiment_by_name(name)  # another process created it first
-        if found is None:
-            raise
-        return found.experiment_id
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -202,7 +108,7 @@ def _system_tags(source: str, git: dict[str, Any] | None) -> dict[str, str]:
 def run_description(*, model: str, cell: str, scale: str) -> str:
     """The run's description (Markdown): where the paper shows this model, and the paper's numbers."""
     from resnet import paper
-    from resnet.report.tables import paper_label
+    from resnet.paper import paper_label
 
     found = paper.appearances(model)
     text = f"**{paper_label(model)}** (`{cell}`), scale `{scale}`.\n\n"
@@ -441,38 +347,3 @@ class Tracker:
                            lambda: _call(lambda: self.client.set_terminated(self.run_id, status=status)))
 
 
-# ----------------------------------------------------------------------------- reading the store
-
-def runs_of(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
-    """The runs of an experiment as plain dicts (name, id, status, tags, params, metric keys)."""
-    client = _client(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return []
-    runs = client.search_runs([found.experiment_id], max_results=10000)
-    return [
-        {
-            "run_id": run.info.run_id,
-            "name": run.info.run_name,
-            "status": run.info.status,
-            "tags": dict(run.data.tags),
-            "params": dict(run.data.params),
-            "metrics": dict(run.data.metrics),
-            "experiment_id": found.experiment_id,
-            "inputs": [{"name": d.dataset.name, "digest": d.dataset.digest, "source": d.dataset.source,
-                        "tags": {t.key: t.value for t in d.tags}}
-                       for d in (run.inputs.dataset_inputs if run.inputs else [])],
-        }
-        for run in runs
-    ]
-
-
-def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
-    """(step, value) pairs of one metric of one run, in step order."""
-    client = _client(tracking_uri)
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
-
-
-def artifacts_of(tracking_uri: str, run_id: str, folder: str | None = None) -> list[str]:
-    """The artefact paths of a run (one folder level)."""
-    return sorted(item.path for item in _client(tracking_uri).list_artifacts(run_id, folder))

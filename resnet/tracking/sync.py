@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from resnet.tracking.run import REPORT_SOURCE, Tracker, _call, _system_tags, params_of, run_description, run_tags
+from resnet.tracking.run import REPORT_SOURCE, Tracker, _system_tags, params_of, run_description, run_tags
+from resnet.tracking.store import _call
 
 
 # ----------------------------------------------------------------------------- the store from the files

@@ -6,9 +6,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from resnet.config.load import ConfigError, load_config, plan_cells
+from resnet.config.load import load_config, plan_cells
+from resnet.config.schema import ConfigError
 from resnet.config.job import resolve_cell, settings_json
 from resnet.paper.names import parse_model_name
+from resnet.runs.folder import runs_root
 from resnet.runs.records import Metrics, RecordError
 
 
@@ -25,7 +27,7 @@ except ConfigError as error:
 # CONFIG is typed and frozen; `config` stays Snakemake's raw mapping.
 SCALE = CONFIG.scale  # a checked name: it becomes a folder
 PYTHON = shlex.quote(sys.executable)  # jobs run in the environment Snakemake runs in (not a param)
-RUNS = f"results/runs/{SCALE}"
+RUNS = str(runs_root(SCALE))  # results/runs/<scale>
 CELLS = plan_cells(CONFIG)
 # The engine, data locations and store every job runs with. Not a param: changing them (another
 # device, a moved data set, a tracking server) reruns no finished cell and retrains nothing.

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from resnet.runs import files as runfiles
-from resnet.data.seeds import DataError
+from resnet.data.errors import DataError
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",

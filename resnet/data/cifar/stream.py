@@ -19,12 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from resnet.data.cifar.source import IMAGE_SIZE
-from resnet.data.seeds import derive_seed
+from resnet.data.seeds import EpochOrders, Stream, derive_seed
 
 PAD = 4  # pixels of zero padding on each side before the random crop, Sec. 4.2
 
-_PERMUTATION_STREAM = 0  # derive_seed stream tags: one for epoch orders, one for augmentation
-_AUGMENT_STREAM = 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +70,7 @@ def draw_augmentation(seed: int, iteration: int, batch_size: int) -> tuple[torch
     Drawn on the CPU from a generator seeded by (seed, iteration), so the batch is the same on any
     device and a resumed run needs no generator state.
     """
-    generator = torch.Generator().manual_seed(derive_seed(seed, _AUGMENT_STREAM, iteration))
+    generator = torch.Generator().manual_seed(derive_seed(seed, Stream.CIFAR_AUGMENTATION, iteration))
     offsets = torch.randint(0, 2 * PAD + 1, (batch_size, 2), generator=generator)
     flips = torch.rand(batch_size, generator=generator) < 0.5
     return offsets, flips
@@ -129,20 +127,11 @@ class CifarTrainStream:
         self.mean = mean.to(self.device, torch.float32)
         self.num_samples, self.batch_size, self.seed = len(self.labels), batch_size, seed
         self.augment, self.channels_last, self.dtype = augment, channels_last, dtype
-        self._permutations: dict[int, np.ndarray] = {}
+        self._orders = EpochOrders(self.num_samples, seed, Stream.CIFAR_EPOCH_ORDER)
 
     def epoch_of(self, iteration: int) -> float:
         """Epochs completed before ``iteration`` (fractional)."""
         return iteration * self.batch_size / self.num_samples
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        if epoch not in self._permutations:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, _PERMUTATION_STREAM, epoch))
-            self._permutations = {  # keep two epochs: a batch may straddle a boundary
-                key: value for key, value in self._permutations.items() if key == epoch - 1
-            }
-            self._permutations[epoch] = torch.randperm(self.num_samples, generator=generator).numpy()
-        return self._permutations[epoch]
 
     def indices(self, iteration: int) -> np.ndarray:
         """The dataset indices of the batch at ``iteration``."""
@@ -151,7 +140,7 @@ class CifarTrainStream:
         chosen = np.empty(self.batch_size, dtype=np.int64)
         for epoch in np.unique(epochs):
             in_epoch = epochs == epoch
-            chosen[in_epoch] = self._permutation(int(epoch))[offsets[in_epoch]]
+            chosen[in_epoch] = self._orders(int(epoch))[offsets[in_epoch]]
         return chosen
 
     def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,1 +1,11 @@
-"""TODO"""
+"""ImageNet (Sec. 3.4): from class folders to the net's input, for training and for testing.
+
+    folders.py     the class-folder layout, listed and checked; data.imagenet resolved to a folder
+    synthetic.py   a small synthetic set in the same layout (tests, smoke scale)
+    crops.py       the paper's crops: scale augmentation, flip, colour noise, the centre crop
+    sampler.py     which sample each process reads at each global position (resumable, DDP-aware)
+    pil.py         the PIL loader (DataLoader workers)
+    dali.py        the DALI loader (decoding and cropping on the GPU; its CPU backend in the tests)
+    evaluation.py  centre-crop validation (Figure 4) and 10-crop testing (Tables 2 and 3)
+    loaders.py     data.imagenet_loader: which of the two loaders a job uses
+"""

@@ -11,10 +11,10 @@ Same samples, same crops as the PIL loader:
 
 - the order is ResumableSampler's (seed, global position) -> (image, augmentation seed), so a
   resumed or re-sharded run reads exactly the batches an uninterrupted one would;
-- the crop box, flip and lighting come from resnet.imagenet.train_crop, the one function the PIL
+- the crop box, flip and lighting come from resnet.data.imagenet.crops.train_crop, the one function the PIL
   loader uses too; DALI only executes them. Its bilinear antialiased resize of the box matches
   PIL's within a grey level (tests/test_imagenet_input.py);
-- the uint8 crops and the lighting offsets go through resnet.imagenet.finish_batch, as the PIL
+- the uint8 crops and the lighting offsets go through resnet.data.imagenet.crops.finish_batch, as the PIL
   loader's do.
 
 The pipeline definition is the same on the CPU (``device_id=None``, the CPU decoder), which is how
@@ -36,9 +36,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from resnet.data.seeds import DataError
-from resnet.data.imagenet.pil import (ImageNetTrainSet, ResumableSampler, _open_rgb, _scan, centre_crop, finish_batch,
-                             train_crop)
+from resnet.data.errors import DataError
+from resnet.data.imagenet.crops import centre_crop, finish_batch, train_crop
+from resnet.data.imagenet.folders import open_rgb, scan_split
+from resnet.data.imagenet.pil import ImageNetTrainSet
+from resnet.data.imagenet.sampler import ResumableSampler
 
 INSTALL_HINT = ("install it with `bash scripts/install.sh --dali` (the project's `dali` extra), or set "
                 "data.imagenet_loader: pil")
@@ -87,7 +89,7 @@ def slice_window(size: tuple[int, int], box: tuple[float, float, float, float],
 class _Source:
     """DALI external-source callback: global sample -> the JPEG's bytes, its crop window, flip,
     lighting offset and label. Picklable (it runs in DALI's reader processes); the crop itself
-    comes from resnet.imagenet's train_crop / centre_crop."""
+    comes from resnet.data.imagenet.crops's train_crop / centre_crop."""
 
     def __init__(self, samples: list[tuple[str, int]], crop: int) -> None:
         self.samples, self.crop = samples, crop
@@ -124,12 +126,11 @@ class _TrainSource(_Source):
     def __init__(self, samples, sampler: ResumableSampler, short_side: tuple[int, int], crop: int) -> None:
         super().__init__(samples, crop)
         self.sampler, self.short_side = sampler, short_side
-        self.start, self.per_rank = sampler.position, sampler.batch_size // sampler.world_size
+        self.per_rank = sampler.batch_size // sampler.world_size
 
     def position_of(self, info) -> int:
-        """This rank's i-th sample of its k-th batch is global position start + k*B + rank + i*world."""
-        s = self.sampler
-        return self.start + info.iteration * s.batch_size + s.rank + info.idx_in_batch * s.world_size
+        """This rank's i-th sample of its k-th batch: the sampler's own interleaving."""
+        return self.sampler.position_of(info.iteration, info.idx_in_batch)
 
     def at(self, position: int) -> tuple[int, int]:
         return self.sampler.sample_at(position)
@@ -138,8 +139,7 @@ class _TrainSource(_Source):
         return train_crop(size, augment_seed, self.short_side, self.crop)
 
     def files_of_batch(self, k: int) -> list[str]:
-        s = self.sampler
-        return [self.samples[s.sample_at(self.start + k * s.batch_size + s.rank + i * s.world_size)[0]][0]
+        return [self.samples[self.sampler.sample_at(self.sampler.position_of(k, i))[0]][0]
                 for i in range(self.per_rank)]
 
 
@@ -223,7 +223,7 @@ class _Batches:
         """DALI's message does not say which file; decoding the batches in flight with PIL does."""
         for k in range(self.k, self.k + PREFETCH + 1):
             for file in self.source.files_of_batch(k):
-                _open_rgb(file)  # raises the DataError that names the file
+                open_rgb(file)  # raises the DataError that names the file
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return DataError(f"the DALI ImageNet loader failed ({first}); set data.imagenet_loader: pil to "
                          "train without it")
@@ -259,7 +259,7 @@ def dali_train_loader(root: str | Path, batch_size: int, seed: int, short_side: 
 class DaliValBatches:
     """Centre-crop validation batches through the DALI pipeline, in folder order; re-iterable.
 
-    The crop is resnet.imagenet.centre_crop's box, as the PIL validation loader's. The pipeline
+    The crop is resnet.data.imagenet.crops.centre_crop's box, as the PIL validation loader's. The pipeline
     is built on the first pass and kept for the next ones.
     """
 
@@ -269,7 +269,7 @@ class DaliValBatches:
         require_dali()
         if crop > resize:
             raise ValueError(f"crop {crop} exceeds the resized shorter side {resize}")
-        samples = _scan(root, "val", _scan(root, "train")[0])[1][rank::world_size]
+        samples = scan_split(root, "val", scan_split(root, "train")[0])[1][rank::world_size]
         self.count, self.batch = len(samples), min(batch_size, len(samples))
         self.source = _ValSource(samples, resize, crop, self.batch)
         self.device, self.channels_last = torch.device(device), channels_last

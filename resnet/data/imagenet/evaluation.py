@@ -18,13 +18,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import TenCrop
 
-from resnet.data.seeds import DataError
-from resnet.data.imagenet.pil import (_loader_options, _open_rgb, _scan, _shorter_side_size, centre_crop, crop_pixels,
-                             finish_batch, one_line)
+from resnet.data.errors import DataError
+from resnet.data.imagenet.crops import centre_crop, crop_pixels, finish_batch, shorter_side_size
+from resnet.data.imagenet.folders import open_rgb, scan_split
+from resnet.data.imagenet.pil import loader_options, one_line
 
 
 def _resize_shorter(image: Image.Image, shorter: int) -> Image.Image:
-    return image.resize(_shorter_side_size(image.size, shorter), Image.Resampling.BILINEAR)
+    return image.resize(shorter_side_size(image.size, shorter), Image.Resampling.BILINEAR)
 
 
 class ImageNetEvalSet(Dataset):
@@ -40,7 +41,7 @@ class ImageNetEvalSet(Dataset):
                  split: str = "val"):
         if crop > resize:
             raise ValueError(f"crop {crop} exceeds the resized shorter side {resize}")
-        self.classes, self.samples = _scan(root, split, _scan(root, "train")[0])
+        self.classes, self.samples = scan_split(root, split, scan_split(root, "train")[0])
         self.resize, self.crop, self.ten_crop = resize, crop, ten_crop
         self._ten = TenCrop(crop)
 
@@ -49,7 +50,7 @@ class ImageNetEvalSet(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         file, label = self.samples[index]
-        image = _open_rgb(file)
+        image = open_rgb(file)
         if not self.ten_crop:
             return torch.from_numpy(crop_pixels(image, centre_crop(image.size, self.resize, self.crop), self.crop)), label
         views = self._ten(_resize_shorter(image, self.resize))
@@ -85,7 +86,7 @@ def imagenet_val_loader(root: str | Path, batch_size: int, resize: int = 256, cr
     dataset = ImageNetEvalSet(root, resize, crop)
     if world_size > 1:
         dataset = Subset(dataset, range(rank, len(dataset), world_size))
-    return EvalBatches(DataLoader(dataset, batch_size=batch_size, shuffle=False, **_loader_options(workers)),
+    return EvalBatches(DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_options(workers)),
                        device, channels_last)
 
 
@@ -102,7 +103,7 @@ def ten_crop_eval(model: torch.nn.Module, root: str | Path, short_side: int = 25
     """
     dataset = ImageNetEvalSet(root, short_side, crop, ten_crop=True, split=split)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                        **{**_loader_options(workers), "persistent_workers": False})
+                        **{**loader_options(workers), "persistent_workers": False})
     k = min(5, len(dataset.classes))
     parameter = next(model.parameters(), None)
     dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32

@@ -1,0 +1,44 @@
+"""How a training run stops before its end: a signal (StopRequest, Interrupted, GaveUp) or divergence.
+
+SIGTERM, SIGUSR1 and SIGINT (how SLURM warns before a time limit or preempts, and Ctrl-C) become a
+flag the loop reads; the loop then writes a checkpoint and raises Interrupted (exit status 75).
+"""
+from __future__ import annotations
+
+import signal
+import sys
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after writing a checkpoint; run the same command to resume."""
+
+
+class GaveUp(Interrupted):
+    """Interrupted more often than resources.max_resubmits allows; metrics.json says failed."""
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite; metrics.json says failed, with the iteration."""
+
+
+class StopRequest:
+    """Turns SIGTERM, SIGUSR1 and SIGINT into a flag checked between iterations."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous = {}
+
+    def __enter__(self) -> "StopRequest":
+        for number in self.SIGNALS:
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame) -> None:
+        self.signal_name = signal.Signals(number).name
+        print(f"\n{self.signal_name} received: checkpointing after this iteration", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
