@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from resnet.config.sections import Data, Engine, Tracking  # noqa: E402
+from resnet.config.sections import Data, Engine, MLflowSettings  # noqa: E402
 from resnet.config.job import CifarRecipe, Job  # noqa: E402
 from resnet.models.nets import build_model  # noqa: E402
 
@@ -107,7 +107,7 @@ def bench_config(model: str, batch_size: int, device: str, *, bf16: bool, channe
     data = Data(cifar10="", cifar10_download=False, cifar10_partial=False, imagenet="synthetic",
                 imagenet_loader="auto", cache=str(BENCH_DATA))
     return Job(recipe=recipe, scale="bench", engine=engine, data=data,
-               tracking=Tracking(tracking_uri="", experiment="bench", live=False), max_resubmits=0)
+               mlflow=MLflowSettings(tracking_uri="", experiment="bench", live=False), max_resubmits=0)
 
 
 def make_model_and_step(job: Job, device: torch.device, num_classes: int = 10):

@@ -143,7 +143,7 @@ def section_cifar(depth: int, args, rows: Rows) -> None:
                                        device, warmup=s["graph_warmup"] if graphs or compiled else s["warmup"],
                                        **run_for(s))
             rows.add(model=model_name, path=path, batch=batch, setup_s=step.setup_seconds,
-                     **timing_row(timing, note=f"{note}; ran {step.path}"))
+                     **timing_row(timing, note=f"{note}; ran {step.mode}"))
         return measure
 
     rows.guarded(model_name, "a baseline", baseline)
@@ -193,7 +193,7 @@ def section_graph_check(args, rows: Rows) -> None:
             rows.add(model="cifar-resnet-20", path=f"check graph == eager ({'bf16' if bf16 else 'fp32'})",
                      batch=batch, note=(f"{'IDENTICAL' if same else 'DIFFERENT'}: max |loss diff| {loss_gap:.3g}, "
                                         f"max |weight diff| {weight_gap:.3g} over 14 steps (eager twice: "
-                                        f"{floor[0]:.3g}, {floor[1]:.3g}); ran {step.path}, {step.captures} "
+                                        f"{floor[0]:.3g}, {floor[1]:.3g}); ran {step.mode}, {step.captures} "
                                         f"captures, {step.replays} replays"))
         rows.guarded("cifar-resnet-20", "check graph == eager", measure)
 
@@ -214,7 +214,7 @@ def section_r1202(args, rows: Rows) -> None:
         total = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
         fits = "" if total is None else f"; device holds {total:.0f} GiB"
         rows.add(model="cifar-resnet-1202", path="c project graph" if graphs else "b project eager",
-                 batch=batch, setup_s=step.setup_seconds, **timing_row(timing, note=f"peak memory{fits}; ran {step.path}"))
+                 batch=batch, setup_s=step.setup_seconds, **timing_row(timing, note=f"peak memory{fits}; ran {step.mode}"))
 
     rows.guarded("cifar-resnet-1202", "project", measure)
 

@@ -98,8 +98,8 @@ def test_graphed_step_trains_exactly_as_the_eager_step_and_recaptures_when_lr_ch
     # warm-up steps eager; one capture per learning rate (0.1 after the warm-up, 0.01, 0.001)
     assert step.eager_steps == WARMUP_STEPS and step.replays == 12 - WARMUP_STEPS
     assert FrozenGraph.log == ["capture lr=0.1", "capture lr=0.01", "capture lr=0.001"]
-    assert step.captures == 3 and step.path == "cuda-graph" and step.setup_seconds > 0
-    assert eager[3].path == "eager" and eager[3].captures == 0
+    assert step.captures == 3 and step.mode == "cuda-graph" and step.setup_seconds > 0
+    assert eager[3].mode == "eager" and eager[3].captures == 0
 
 
 def test_a_graph_without_recapture_would_train_differently():
@@ -128,7 +128,7 @@ def test_a_failed_capture_falls_back_to_eager_training_and_says_so(capsys):
     _assert_same_training(eager, fallback)
     step = fallback[3]
     assert step.captures == 0 and step.replays == 0 and step.eager_steps == 12
-    assert step.path.startswith("eager (CUDA graph capture failed: RuntimeError: operation not permitted")
+    assert step.mode.startswith("eager (CUDA graph capture failed: RuntimeError: operation not permitted")
     assert "engine.cuda_graphs: false" in capsys.readouterr().err
 
 
@@ -144,7 +144,7 @@ def test_make_step_uses_graphs_only_for_cifar_on_cuda_in_one_process():
     model = build_model("cifar-resnet-8")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     cpu = make_step(model, optimizer, _cfg(), torch.device("cpu"))
-    assert not cpu.graphs and not cpu.bf16 and cpu.path == "eager"  # graphs and bf16 are CUDA only
+    assert not cpu.graphs and not cpu.bf16 and cpu.mode == "eager"  # graphs and bf16 are CUDA only
     cuda = torch.device("cuda")  # no CUDA call is made while building the step
     assert make_step(model, optimizer, _cfg(), cuda).graphs
     assert make_step(model, optimizer, _cfg(), cuda).bf16
@@ -178,4 +178,4 @@ def test_compiled_step_trains_as_the_eager_step_and_reports_its_compile_time():
     assert losses == pytest.approx(eager[0], rel=1e-4, abs=1e-5)
     for name, value in model.state_dict().items():
         assert torch.allclose(value.float(), eager[2][name].float(), rtol=1e-3, atol=1e-5), name
-    assert compiled.path == "eager+compile" and compiled.setup_seconds > 0
+    assert compiled.mode == "eager+compile" and compiled.setup_seconds > 0

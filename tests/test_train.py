@@ -56,7 +56,7 @@ def assert_curves_equal(got: list[dict], want: list[dict]) -> None:
 
 
 def the_run(cfg: Job) -> dict:
-    runs = [run for run in runs_of(cfg.tracking.tracking_uri, cfg.tracking.experiment) if run["tags"].get("cell") == cfg.cell]
+    runs = [run for run in runs_of(cfg.mlflow.tracking_uri, cfg.mlflow.experiment) if run["tags"].get("cell") == cfg.cell]
     assert len(runs) == 1, f"expected one MLflow run for {cfg.cell}, found {len(runs)}"
     return runs[0]
 
@@ -97,7 +97,7 @@ def test_cifar_smoke_run_writes_curve_metrics_and_one_mlflow_run(make_config, tm
     assert saved["parameters"] == 269_722  # the paper's 0.27M, exact option-A count
     assert saved["multiply_adds"] > 0
     # the step that ran: eager on the CPU (CUDA graphs are CUDA only), 6 eager steps, no capture
-    assert saved["step"] == {"path": "eager", "setup_s": 0.0, "captures": 0, "eager_steps": 6}
+    assert saved["step"] == {"mode": "eager", "setup_s": 0.0, "captures": 0, "eager_steps": 6}
     final = saved["final"]
     assert final["test_error"] == pytest.approx(curve[-1]["test_error"], abs=1e-4)
     assert final["val_error"] == pytest.approx(curve[-1]["val_error"], abs=1e-4)
@@ -123,14 +123,14 @@ def test_cifar_smoke_run_writes_curve_metrics_and_one_mlflow_run(make_config, tm
     assert float(run["params"]["lr"]) == pytest.approx(cfg.recipe.lr)
     assert json.loads(run["params"]["milestones"]) == list(cfg.recipe.milestones)
     assert run["params"]["batch_size"] == "16" and run["params"]["iterations"] == "6"
-    history = metric_history(cfg.tracking.tracking_uri, run["run_id"], "train_error")
+    history = metric_history(cfg.mlflow.tracking_uri, run["run_id"], "train_error")
     assert [step for step, _ in history] == [row["iteration"] for row in curve]
     assert [value for _, value in history] == pytest.approx([row["train_error"] for row in curve], abs=1e-4)
-    assert [step for step, _ in metric_history(cfg.tracking.tracking_uri, run["run_id"], "test_error")] == [3, 6]
+    assert [step for step, _ in metric_history(cfg.mlflow.tracking_uri, run["run_id"], "test_error")] == [3, 6]
     assert run["metrics"]["final/test_error"] == pytest.approx(final["test_error"])
     from mlflow.tracking import MlflowClient
 
-    artifacts = {item.path for item in MlflowClient(tracking_uri=cfg.tracking.tracking_uri).list_artifacts(run["run_id"])}
+    artifacts = {item.path for item in MlflowClient(tracking_uri=cfg.mlflow.tracking_uri).list_artifacts(run["run_id"])}
     assert {"metrics.json", "curve.csv"} <= artifacts
 
 
@@ -187,7 +187,7 @@ def test_imagenet_smoke_run_has_ten_crop_numbers(make_config, tmp_path):
     assert final["val_error"] == pytest.approx(curve[-1]["val_error"], abs=1e-4)
     run = the_run(cfg)
     assert run["status"] == "FINISHED" and run["tags"]["dataset"] == "imagenet"
-    assert [s for s, _ in metric_history(cfg.tracking.tracking_uri, run["run_id"], "train_error")] == [2, 4]
+    assert [s for s, _ in metric_history(cfg.mlflow.tracking_uri, run["run_id"], "train_error")] == [2, 4]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def resume_setup(tmp_path_factory, cifar_cache_dir, mlflow_template_db):
         build = config_builder(base, cifar_cache_dir, mlflow_template_db)
         cfg = job_of(build(cifar10=RESUME_RECIPE, engine=RESUME_ENGINE), "cifar-resnet-20/seed-0")
         assert cfg.engine.deterministic and cfg.engine.device == "cpu"
-        reference = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, experiment="reference"))
+        reference = dataclasses.replace(cfg, mlflow=dataclasses.replace(cfg.mlflow, experiment="reference"))
         metrics = dataclasses.asdict(train(reference, base / "A", quiet=True))
     finally:
         torch.set_num_threads(previous)
@@ -251,7 +251,7 @@ def assert_resumed_equals_reference(cfg: Job, out: Path, reference: Path, refere
     run = the_run(cfg)
     assert run["run_id"] == metrics["mlflow_run_id"] == load_checkpoint(out / "checkpoint.pt")["state"]["mlflow_run_id"]
     assert run["status"] == "FINISHED"
-    history = metric_history(cfg.tracking.tracking_uri, run["run_id"], "train_error")
+    history = metric_history(cfg.mlflow.tracking_uri, run["run_id"], "train_error")
     assert [step for step, _ in history] == iterations
     if clean:  # (a SIGKILL may leave a temporary file of an interrupted write: never a torn file)
         assert no_temporary_files(out) == []
@@ -259,7 +259,7 @@ def assert_resumed_equals_reference(cfg: Job, out: Path, reference: Path, refere
 
 def _stop_with_sigusr1_after_row_2(cfg, tmp_path, attempt: int):
     """Train until the row at iteration 2 is printed, send SIGUSR1; (config, folder, exit code, stderr)."""
-    cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, experiment=f"sigusr1-{attempt}"))
+    cfg = dataclasses.replace(cfg, mlflow=dataclasses.replace(cfg.mlflow, experiment=f"sigusr1-{attempt}"))
     out = tmp_path / f"B{attempt}"
     process = start_training(cfg, out, tmp_path / f"stderr-{attempt}.log")
     try:
@@ -310,7 +310,7 @@ def test_interrupted_mid_interval_by_sigusr1_resumes_identically(resume_setup, t
 
 def test_killed_after_first_checkpoint_resumes_identically(resume_setup, tmp_path):
     cfg, reference, reference_metrics = resume_setup
-    cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, experiment="sigkill"))
+    cfg = dataclasses.replace(cfg, mlflow=dataclasses.replace(cfg.mlflow, experiment="sigkill"))
     out = tmp_path / "C"
     process = subprocess.Popen(
         [PYTHON, "-m", "resnet", "train", *job_args(cfg), "--out", str(out), "--quiet"],
@@ -411,7 +411,7 @@ def test_ddp_two_processes_on_cpu(make_config, tmp_path):
     assert [row["iteration"] for row in curve] == [1, 2, 3, 4]
     run = the_run(cfg)
     assert run["status"] == "FINISHED" and run["run_id"] == metrics["mlflow_run_id"]
-    assert [s for s, _ in metric_history(cfg.tracking.tracking_uri, run["run_id"], "train_error")] == [1, 2, 3, 4]
+    assert [s for s, _ in metric_history(cfg.mlflow.tracking_uri, run["run_id"], "train_error")] == [1, 2, 3, 4]
 
     # The global batch of 8 is preserved: iteration 1 (the first row) is the initial model on the
     # same 8 images as a single process would take, split 4 + 4 over the ranks. In training mode BN

@@ -3,7 +3,7 @@
     job = resolve_cell(load_config("config.yaml"), "cifar-resnet-56/seed-0")
     job.recipe      what is trained: model, seed, schedule, data subset, augmentation, BN group
     job.engine      how: device, precision, graphs, compile, checkpoints, workers
-    job.data        where the data lives;  job.tracking: the MLflow store;  job.max_resubmits
+    job.data        where the data lives;  job.mlflow: the MLflow store;  job.max_resubmits
 
 The recipe's canonical JSON is the train rule's Snakemake param and what a checkpoint is matched
 against: changing a recipe value reruns exactly the cells it touches, and changing the engine, a
@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from resnet.config.sections import Config, Data, Engine, REFERENCE_BATCH, Tracking
+from resnet.config.sections import Config, Data, Engine, REFERENCE_BATCH, MLflowSettings
 from resnet.config.schema import ConfigError, check_name, parse, to_plain
 
 CELL_PATTERN = re.compile(r"^(?P<model>[a-z0-9][a-z0-9.\-]{0,63})/seed-(?P<seed>\d{1,9})$")
@@ -97,7 +97,7 @@ class Job:
     scale: str
     engine: Engine
     data: Data
-    tracking: Tracking
+    mlflow: MLflowSettings
     max_resubmits: int
 
     @property
@@ -113,15 +113,15 @@ class Job:
         return getattr(self.data, self.recipe.dataset)
 
     def settings(self) -> dict[str, Any]:
-        return _settings(self.scale, self.engine, self.data, self.tracking, self.max_resubmits)
+        return _settings(self.scale, self.engine, self.data, self.mlflow, self.max_resubmits)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything this job runs with (metrics.json and MLflow params record it)."""
         return {"recipe": self.recipe.to_dict(), **self.settings()}
 
 
-def _settings(scale: str, engine: Engine, data: Data, tracking: Tracking, max_resubmits: int) -> dict[str, Any]:
-    return {"scale": scale, "engine": to_plain(engine), "data": to_plain(data), "mlflow": to_plain(tracking),
+def _settings(scale: str, engine: Engine, data: Data, mlflow: MLflowSettings, max_resubmits: int) -> dict[str, Any]:
+    return {"scale": scale, "engine": to_plain(engine), "data": to_plain(data), "mlflow": to_plain(mlflow),
             "max_resubmits": max_resubmits}
 
 
@@ -145,7 +145,7 @@ def job_from_parts(recipe: dict[str, Any], settings: dict[str, Any]) -> Job:
         raise ConfigError(f"settings: max_resubmits must be a non-negative integer, got {max_resubmits!r}")
     return Job(recipe=recipe_from_dict(recipe), scale=check_name(settings["scale"], "scale"),
                engine=parse(Engine, settings["engine"], "engine"), data=parse(Data, settings["data"], "data"),
-               tracking=parse(Tracking, settings["mlflow"], "mlflow"), max_resubmits=max_resubmits)
+               mlflow=parse(MLflowSettings, settings["mlflow"], "mlflow"), max_resubmits=max_resubmits)
 
 
 def parse_cell(cell_id: str) -> tuple[str, int]:
@@ -167,20 +167,17 @@ def resolve_cell(config: Config, cell_id: str) -> Job:
     dataset = spec.dataset
     settings = config.recipe(dataset)
     scaling = settings.batch_size / REFERENCE_BATCH[dataset]
-    common = dict(model=canonical_name(model), dataset=dataset, seed=seed, batch_size=settings.batch_size,
-                  lr=settings.lr * scaling, momentum=settings.momentum, weight_decay=settings.weight_decay,
-                  iterations=settings.iterations, milestones=settings.milestones, lr_decay=settings.lr_decay,
-                  bn_group=settings.bn_group, eval_every=settings.eval_every, log_every=settings.log_every)
+    cls = RECIPE_TYPES[dataset]
+    # A recipe field of the same name as a recipe setting takes that setting as it is (one list of
+    # fields: the Recipe classes); lr is scaled to the batch, and the warm-up resolved per depth.
+    copied = {f.name: getattr(settings, f.name) for f in dataclasses.fields(cls) if hasattr(settings, f.name)}
+    resolved = dict(model=canonical_name(model), dataset=dataset, seed=seed, lr=settings.lr * scaling)
     if dataset == "cifar10":
         warmup = settings.warmup
         warms = warmup is not None and spec.family == "resnet" and spec.depth >= warmup.min_depth
         # Sec. 4.2: ResNet-110 starts at lr 0.01 until training error < 80%, then goes back to 0.1.
-        recipe = CifarRecipe(**common, warmup_lr=warmup.lr * scaling if warms else None,
-                             warmup_until_train_error=warmup.until_train_error if warms else None,
-                             val_size=settings.val_size, train_subset=settings.train_subset,
-                             test_subset=settings.test_subset)
-    else:
-        recipe = ImageNetRecipe(**common, train_short_side=settings.train_short_side, crop=settings.crop,
-                                test_short_side=settings.test_short_side)
-    return Job(recipe=recipe, scale=config.scale, engine=config.engine, data=config.data, tracking=config.mlflow,
+        resolved.update(warmup_lr=warmup.lr * scaling if warms else None,
+                        warmup_until_train_error=warmup.until_train_error if warms else None)
+    recipe = cls(**{**copied, **resolved})
+    return Job(recipe=recipe, scale=config.scale, engine=config.engine, data=config.data, mlflow=config.mlflow,
                max_resubmits=config.resources.max_resubmits)

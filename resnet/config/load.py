@@ -18,7 +18,7 @@ import yaml
 
 from resnet.config.schema import ConfigError, check_name, parse
 from resnet.config.sections import (CIFAR10_SIZES, Cell, CifarRecipeSettings, Config, Data, Engine,
-                                    ImageNetRecipeSettings, Resources, Tracking)
+                                    ImageNetRecipeSettings, Resources, MLflowSettings)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # resnet/config/load.py -> the repository
 
@@ -86,7 +86,7 @@ def _with_preset(raw: dict, name: str) -> Config:
                 raise ConfigError(f"config key '{'.'.join(path)}': expected a mapping")
             target = target[part]
         cls = {"cifar10": CifarRecipeSettings, "imagenet": ImageNetRecipeSettings, "engine": Engine,
-               "data": Data, "mlflow": Tracking, "resources": Resources}[section]
+               "data": Data, "mlflow": MLflowSettings, "resources": Resources}[section]
         parse(cls, overrides, f"scales.{name}.{section}", partial=True)  # bad preset values named where they are
         lay_over(target, overrides)
     config = parse(Config, merged, "")

@@ -33,7 +33,7 @@ class Data:
 
 
 @dataclass(frozen=True)
-class Tracking:
+class MLflowSettings:
     tracking_uri: str = setting("an MLflow tracking URI: sqlite:///results/mlflow.db or http://host:5000")
     experiment: str = setting("the MLflow experiment name", pattern=NAME_PATTERN)
     live: bool = setting("true: each training job logs its run as it trains; false: the workflow's summary step "
@@ -130,7 +130,7 @@ class Config:
 
     scale: str = setting("a preset name under 'scales'", pattern=NAME_PATTERN)
     data: Data
-    mlflow: Tracking
+    mlflow: MLflowSettings
     plan: Plan
     recipes: Recipes
     engine: Engine

@@ -82,7 +82,7 @@ class _Run:
         dist.print(banner(job, self.device, self.model, dist))
         self.step = make_step(dist.wrap(self.model), self.optimizer, job, self.device, single_process=not dist.enabled)
         # mlflow.live false: no MLflow here; the workflow's summary step (or mlflow-sync) logs the run
-        self.tracker = open_tracker(job, self.state) if dist.is_main and job.tracking.live else None
+        self.tracker = open_tracker(job, self.state) if dist.is_main and job.mlflow.live else None
         self.interval = Interval(carried_of(self.state.carried, dist), self.device)  # resumed: the stop's sums
 
     def save(self) -> None:
@@ -191,7 +191,7 @@ class _Run:
         if self.dist.is_main:  # final() ran with the last row unless this process resumed after it
             final = self.final if self.final is not None else self.task.final(self.model)
         step = self.step
-        step_info = {"path": step.path, "setup_s": round(step.setup_seconds, 3), "captures": step.captures,
+        step_info = {"mode": step.mode, "setup_s": round(step.setup_seconds, 3), "captures": step.captures,
                      "eager_steps": step.eager_steps}  # of this (the last) process
         metrics = None
         if self.dist.is_main:

@@ -36,7 +36,7 @@ def open_tracker(job: Job, state: TrainState):
     model = job.recipe.model
     tags = run_tags(cell=job.cell, model=model, seed=job.recipe.seed, scale=job.scale, dataset=job.dataset,
                     artefacts=artefacts_of(model), git=git_commit())
-    tracker = Tracker(job.tracking.tracking_uri, job.tracking.experiment, run_name=f"{job.scale}/{job.cell}",
+    tracker = Tracker(job.mlflow.tracking_uri, job.mlflow.experiment, run_name=f"{job.scale}/{job.cell}",
                       run_id=state.mlflow_run_id, tags=tags,
                       params=run_params(job.recipe.to_dict(), job.settings()),
                       description=run_description(model=model, cell=job.cell, scale=job.scale))

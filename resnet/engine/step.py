@@ -18,7 +18,7 @@ How the graph stays faithful to the eager step:
   graphed. Inputs are copied into static buffers before each replay.
 * A batch of another shape, dtype or memory format (never the case for the training stream) runs
   eagerly. A capture that fails falls back to the eager step for the rest of the run, with a
-  warning; ``TrainStep.path`` says which path ran and is recorded in metrics.json.
+  warning; ``TrainStep.mode`` says which way the step ran and is recorded in metrics.json.
 
 ``engine.compile`` runs the model through torch.compile (inductor's fused kernels); with CUDA
 graphs the compiled kernels are what the graph captures. The time spent in warm-up (compilation
@@ -65,8 +65,8 @@ class TrainStep:
         self.failure: str | None = None
 
     @property
-    def path(self) -> str:
-        """What ran: 'eager', 'cuda-graph', with '+compile', or why the graph was given up."""
+    def mode(self) -> str:
+        """How the step ran: 'eager', 'cuda-graph', with '+compile', or why the graph was given up."""
         kind = "cuda-graph" if self.graphs else "eager"
         if self.failure:
             kind = f"eager (CUDA graph capture failed: {self.failure})"

@@ -8,6 +8,11 @@ from __future__ import annotations
 import signal
 import sys
 
+# The signals that stop a training run with a checkpoint: SLURM's warning before a time limit or a
+# preemption (TERM, or USR1 where a site sends that), and Ctrl-C (INT). The workflow's train jobs
+# forward the same ones to the trainer (workflow/rules/train.smk reads this tuple).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
 
 class Interrupted(Exception):
     """Training stopped on a signal after writing a checkpoint; run the same command to resume."""
@@ -24,7 +29,7 @@ class Diverged(Exception):
 class StopRequest:
     """Turns SIGTERM, SIGUSR1 and SIGINT into a flag checked between iterations."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+    SIGNALS = STOP_SIGNALS
 
     def __init__(self) -> None:
         self.signal_name: str | None = None

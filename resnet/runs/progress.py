@@ -25,7 +25,7 @@ def banner(job: Job, device: torch.device, model, dist) -> str:
     return (f"[{job.cell}] {job.scale} scale on {device_name(device)} x{dist.world_size}: "
             f"{count_parameters(model):,} parameters, {recipe.iterations} iterations at batch {recipe.batch_size}"
             f"{bn}, lr {recipe.lr:g} /{1 / recipe.lr_decay:g} at {list(recipe.milestones)}{lr_note}"
-            + ("" if job.tracking.live else "; MLflow: logged from the run folder by the workflow's summary step "
+            + ("" if job.mlflow.live else "; MLflow: logged from the run folder by the workflow's summary step "
                "or `python -m resnet mlflow-sync` (mlflow.live: false)"))
 
 

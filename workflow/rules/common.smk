@@ -9,6 +9,7 @@ from pathlib import Path
 from resnet.config.load import load_config, plan_cells
 from resnet.config.schema import ConfigError
 from resnet.config.job import resolve_cell, settings_json
+from resnet.engine.stops import STOP_SIGNALS
 from resnet.paper.names import parse_model_name
 from resnet.runs.folder import runs_root
 from resnet.runs.records import Metrics, RecordError
@@ -32,6 +33,10 @@ CELLS = plan_cells(CONFIG)
 # The engine, data locations and store every job runs with. Not a param: changing them (another
 # device, a moved data set, a tracking server) reruns no finished cell and retrains nothing.
 SETTINGS = shlex.quote(settings_json(CONFIG))
+# The train job's shell passes each stop signal on to the trainer (train.smk), the same signals the
+# trainer turns into a checkpoint (resnet.engine.stops.STOP_SIGNALS): "trap '...' TERM; ...".
+FORWARD_STOP_SIGNALS = "; ".join(
+    f"trap 'kill -{sig.name[3:]} $trainer 2>/dev/null' {sig.name[3:]}" for sig in STOP_SIGNALS)
 
 
 def _preflight():
