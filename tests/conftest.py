@@ -19,9 +19,8 @@ from typing import Any, Callable
 
 import pytest
 import yaml
+from tests.support import REPO_ROOT, CIFAR_TARBALL
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CIFAR_TARBALL = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 PYTHON = sys.executable
 
 # Threads for the training tests, in process (torch.set_num_threads) and in the subprocesses they
@@ -159,3 +158,14 @@ def run_cli(*args: str, cwd: Path = REPO_ROOT, timeout: float = 300, env: dict |
     """``python -m resnet ARGS`` from the repository root; text output captured."""
     return subprocess.run([PYTHON, "-m", "resnet", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=subprocess_env(**(env or {})))
+
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items):
+    """Each test carries its tier's marker (the folder it lives in): `-m unit`, `-m "not e2e"`."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in TIERS:
+            item.add_marker(tier)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from tests.support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SLURM_UP = REPO_ROOT / "scripts" / "slurm-up.sh"
 SLURM_DOWN = REPO_ROOT / "scripts" / "slurm-down.sh"
 DEFAULT_PREFIX = "/tmp/resnet-slurm"

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED = REPO_ROOT.parent / "shared"
 CIFAR_TARBALL = SHARED / "data" / "cifar10-jpeg.tar.gz"
 VENV_BIN = Path(sys.executable).parent

@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.support import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 TRAINED = re.compile(r"results/runs/(\w+)/([a-z0-9.\-]+/seed-\d+)/metrics\.json")
 

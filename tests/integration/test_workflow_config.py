@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.support import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 

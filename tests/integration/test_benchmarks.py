@@ -10,8 +10,8 @@ import yaml
 
 from resnet.config.load import load_config
 from resnet.cost import format_cost, plan_cost
+from tests.support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def two_cell_config():

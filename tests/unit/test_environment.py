@@ -5,8 +5,9 @@ import tomllib
 from pathlib import Path
 
 import yaml
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;#]+)\s*$")
 
 

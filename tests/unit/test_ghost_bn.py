@@ -15,7 +15,7 @@ from resnet.models.ghost_bn import GhostBatchNorm2d
 from resnet.models.measure import conv3x3_responses
 from resnet.models.nets import build_model
 from resnet.engine.step import TrainStep
-from tests.test_step import FrozenGraph
+from tests.unit.test_step import FrozenGraph
 
 CHANNELS = 6
 

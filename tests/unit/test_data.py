@@ -35,8 +35,8 @@ from resnet.data.imagenet.pil import ImageNetTrainSet, imagenet_train_loader
 from resnet.data.imagenet.sampler import ResumableSampler
 from resnet.data.imagenet.synthetic import make_synthetic_imagenet
 from resnet.data.imagenet.evaluation import imagenet_val_loader, ten_crop_eval
+from tests.support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR_TARBALL = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
