@@ -103,7 +103,7 @@ def bench_config(model: str, batch_size: int, device: str, *, bf16: bool, channe
                          log_every=1, warmup_lr=None, warmup_until_train_error=None, val_size=0, train_subset=0,
                          test_subset=0)
     engine = Engine(device=device, bf16=bf16, channels_last=channels_last, cuda_graphs=cuda_graphs, compile=compile,
-                    deterministic=False, checkpoint_every=1, workers=0)
+                    deterministic=False, checkpoint_every=1, workers=0, processes=1)
     data = Data(cifar10="", cifar10_download=False, cifar10_partial=False, imagenet="synthetic",
                 imagenet_loader="auto", cache=str(BENCH_DATA))
     return Job(recipe=recipe, scale="bench", engine=engine, data=data,

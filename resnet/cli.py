@@ -65,14 +65,17 @@ def _job(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnet.engine.launch import relaunch_distributed
+    from resnet.engine.launch import processes_for, run_processes
     from resnet.engine.loop import train
     from resnet.engine.outcome import record_failure
     from resnet.engine.stops import Diverged, GaveUp, Interrupted
 
     job, out = _job(args)
     if args.launch:
-        relaunch_distributed(job)
+        processes = processes_for(job)
+        if processes > 1:  # the launcher's processes run this command without --launch
+            argv = [word for word in args.argv if word not in ("--launch", "--record-failure")]
+            return run_processes(job, processes, argv, out, args.record_failure, args.retry_of or None)
     try:
         metrics = train(job, out, quiet=args.quiet, retry_of=args.retry_of or None)
     except (GaveUp, Diverged) as stop:
@@ -174,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--record-failure", action="store_true",
                        help="on failure write metrics.json with status failed and exit 0 (the workflow uses this)")
     train.add_argument("--launch", action="store_true",
-                       help="ImageNet with several GPUs visible: run one process per GPU under torchrun")
+                       help="ImageNet: run engine.processes training processes (0: one per visible GPU)")
     train.add_argument("--quiet", action="store_true", help="no progress lines")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config key, e.g. --set recipes.cifar10.lr=0.05 (repeatable)")
@@ -222,6 +225,7 @@ def _unwritable(error: OSError) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given (the launcher reuses it)
     try:
         code = args.func(args)
         sys.stdout.flush()  # here, so that a closed pipe is noticed inside the try

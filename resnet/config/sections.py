@@ -104,6 +104,7 @@ class Engine:
     deterministic: bool = setting("deterministic kernels")
     checkpoint_every: int = setting("iterations between periodic checkpoints", min=1)
     workers: int = setting("ImageNet input worker processes per training process", min=0)
+    processes: int = setting("ImageNet training processes per job (0: one per visible GPU, one without a GPU)", min=0)
 
 
 @dataclass(frozen=True)

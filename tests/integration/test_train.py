@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -387,20 +386,16 @@ def test_warmup_in_a_real_run(make_config, tmp_path, threshold, ends):
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. Two processes (torchrun, gloo on the CPU) train one cell with the global batch preserved
+# 4. Two processes (the launcher, gloo on the CPU) train one cell with the global batch preserved
 # ---------------------------------------------------------------------------------------------
 
 
 def test_ddp_two_processes_on_cpu(make_config, tmp_path):
-    torchrun = shutil.which("torchrun") or str(Path(PYTHON).parent / "torchrun")
-    if not Path(torchrun).exists():
-        pytest.skip("torchrun not installed")
     cfg = job_of(make_config(imagenet=dict(batch_size=8, iterations=4, log_every=1, eval_every=4, milestones=[3]),
-                             engine=dict(checkpoint_every=4)), "resnet-18/seed-0")
+                             engine=dict(checkpoint_every=4, processes=2)), "resnet-18/seed-0")
     out = tmp_path / "ddp"
-    result = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "resnet", "train",
-         *job_args(cfg), "--out", str(out), "--quiet"],
+    result = subprocess.run(  # the workflow's launch path: two processes, gloo on the CPU
+        [PYTHON, "-m", "resnet", "train", "--launch", *job_args(cfg), "--out", str(out), "--quiet"],
         cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())

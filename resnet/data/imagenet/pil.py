@@ -74,18 +74,19 @@ def one_line(error: DataError) -> DataError:
 def imagenet_train_loader(root: str | Path, batch_size: int, seed: int,
                           short_side: tuple[int, int] = (256, 480), crop: int = 224, workers: int = 8,
                           rank: int = 0, world_size: int = 1, start_sample: int = 0,
-                          device: torch.device | str = "cpu",
-                          channels_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                          device: torch.device | str = "cpu", channels_last: bool = False,
+                          worker_init=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """An endless iterator of this rank's (x, y) training batches on ``device``: the PIL loader.
 
     ``batch_size`` is the global batch (the paper: 256); each rank gets batch_size / world_size
     images per step. ``start_sample`` = iteration * batch_size resumes a run at the same data
     position with the same augmentation. Workers decode and crop to uint8; finish_batch does the
-    rest on the device. The folder is checked now; workers start on first next().
+    rest on the device. The folder is checked now; workers start on first next(), and run
+    ``worker_init`` first (the trainer's: leave the stop signals to it).
     """
     dataset = ImageNetTrainSet(root, short_side, crop)
     sampler = ResumableSampler(len(dataset), batch_size, seed, rank, world_size, start_sample)
-    loader = DataLoader(dataset, batch_size=batch_size // world_size, sampler=sampler,
+    loader = DataLoader(dataset, batch_size=batch_size // world_size, sampler=sampler, worker_init_fn=worker_init,
                         **loader_options(workers))
 
     def stream() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
