@@ -16,7 +16,8 @@ import yaml
 from resnet.config.load import load_config, plan_cells
 from resnet.config.schema import ConfigError
 from resnet.config.job import recipe_from_dict, resolve_cell
-from tests.conftest import REPO_ROOT, run_cli
+from tests.support import REPO_ROOT
+from tests.support.processes import run_cli
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 

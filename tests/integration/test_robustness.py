@@ -37,7 +37,8 @@ from resnet.runs.records import load_checkpoint
 from resnet.data.cifar.source import load_cifar10
 from resnet.data.errors import DataError
 from resnet.report.cells import _read_curve
-from tests.conftest import CIFAR_TARBALL, PYTHON, REPO_ROOT, require_cifar, run_cli, subprocess_env
+from tests.support import CIFAR_TARBALL, REPO_ROOT, require_cifar
+from tests.support.processes import PYTHON, run_cli, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
 

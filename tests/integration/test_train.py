@@ -27,7 +27,9 @@ from tests.support.mlflow_store import metric_history, runs_of
 from resnet.engine.loop import train
 from resnet.engine.schedule import learning_rate
 from resnet.engine.stops import StopRequest
-from tests.conftest import PYTHON, REPO_ROOT, TEST_THREADS, config_builder, job_args, job_of, subprocess_env
+from tests.support import REPO_ROOT
+from tests.support.configs import config_builder, job_args, job_of
+from tests.support.processes import PYTHON, TEST_THREADS, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
 

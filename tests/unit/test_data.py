@@ -35,9 +35,8 @@ from resnet.data.imagenet.pil import ImageNetTrainSet, imagenet_train_loader
 from resnet.data.imagenet.sampler import ResumableSampler
 from resnet.data.imagenet.synthetic import make_synthetic_imagenet
 from resnet.data.imagenet.evaluation import imagenet_val_loader, ten_crop_eval
-from tests.support import REPO_ROOT
+from tests.support import CIFAR_TARBALL, require_cifar
 
-CIFAR_TARBALL = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -53,9 +52,7 @@ def cifar_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def cifar(cifar_cache):
-    if not CIFAR_TARBALL.is_file():
-        pytest.skip(f"real CIFAR-10 tarball not found at {CIFAR_TARBALL} (../shared/data next to the repo)")
-    return load_cifar10(CIFAR_TARBALL, cifar_cache)
+    return load_cifar10(require_cifar(), cifar_cache)
 
 
 @pytest.fixture(scope="session")

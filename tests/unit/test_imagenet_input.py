@@ -11,7 +11,6 @@ without it the DALI tests skip, and fail under CI=true.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +28,12 @@ from resnet.data.imagenet import dali as imagenet_dali
 from resnet.data.imagenet import evaluation as imagenet_eval
 from resnet.data.errors import DataError
 from resnet.data.imagenet.synthetic import make_synthetic_imagenet
+from tests.support import skip_or_fail
 
 
 def need_dali() -> None:
     if not imagenet_dali.dali_available():
-        message = "NVIDIA DALI is not installed (bash scripts/install.sh --test installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail("NVIDIA DALI is not installed (bash scripts/install.sh --test installs it)")
 
 
 @pytest.fixture(scope="module")
