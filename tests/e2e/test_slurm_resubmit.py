@@ -128,7 +128,8 @@ def runs(slurm_cluster, tmp_path_factory):  # noqa: F811
     t0 = time.monotonic()
     # The reference: the long cell without any limit, on this machine, one thread (as in the jobs).
     local = subprocess.Popen([str(VENV_BIN / "snakemake"), target(LONG),
-                              "--cores", "1", "--configfile", "test-overrides.yaml"], cwd=reference, env=workflow_env(),
+                              "--cores", "1", "--configfile", "test-overrides.yaml"], cwd=reference,
+                             env=workflow_env(PYTHONPATH=str(reference)),
                              stdout=open(reference / "snakemake.log", "w"), stderr=subprocess.STDOUT)
     watcher.start()
     try:
