@@ -33,10 +33,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import require_cifar
 from tests.support.mlflow_store import metric_history, runs_of
 from tests.support.slurm import slurm_cluster  # noqa: F401  (session fixture)
 from tests.support.workflow import (
-    CIFAR_TARBALL,
     SMOKE_OVERRIDES,
     VENV_BIN,
     check_no_partial_files,
@@ -128,8 +128,7 @@ def kill_trainer_after_checkpoint(repo: Path, record: dict, stop: threading.Even
 @pytest.fixture(scope="module")
 def runs(slurm_cluster, tmp_path_factory):  # noqa: F811
     """The SLURM run (time-limited, one job killed) and, at the same time, a local reference run."""
-    if not CIFAR_TARBALL.is_file():
-        pytest.skip(f"real CIFAR-10 tarball not found at {CIFAR_TARBALL}")
+    require_cifar()
     repo = copy_repo(tmp_path_factory.mktemp("resubmit-slurm"))
     reference = copy_repo(tmp_path_factory.mktemp("resubmit-local"))
     for copy in (repo, reference):
@@ -140,7 +139,8 @@ def runs(slurm_cluster, tmp_path_factory):  # noqa: F811
     t0 = time.monotonic()
     # The reference: the long cell without any limit, on this machine, one thread (as in the jobs).
     local = subprocess.Popen([str(VENV_BIN / "snakemake"), target(LONG),
-                              "--cores", "1", "--configfile", "test-overrides.yaml"], cwd=reference, env=workflow_env(),
+                              "--cores", "1", "--configfile", "test-overrides.yaml"], cwd=reference,
+                             env=workflow_env(PYTHONPATH=str(reference)),
                              stdout=open(reference / "snakemake.log", "w"), stderr=subprocess.STDOUT)
     watcher.start()
     try:

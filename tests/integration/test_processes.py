@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from resnet.runs.records import load_checkpoint
-from tests.conftest import PYTHON, REPO_ROOT, job_args, job_of, subprocess_env
+from tests.support import REPO_ROOT
+from tests.support.configs import job_args, job_of
+from tests.support.processes import PYTHON, subprocess_env
 from tests.unit.test_imagenet_input import need_dali
 
 CELL = "resnet-18/seed-0"

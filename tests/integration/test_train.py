@@ -26,7 +26,9 @@ from tests.support.mlflow_store import metric_history, runs_of
 from resnet.engine.loop import train
 from resnet.engine.schedule import learning_rate
 from resnet.engine.stops import StopRequest
-from tests.conftest import PYTHON, REPO_ROOT, TEST_THREADS, config_builder, job_args, job_of, subprocess_env
+from tests.support import REPO_ROOT
+from tests.support.configs import config_builder, job_args, job_of
+from tests.support.processes import PYTHON, TEST_THREADS, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
 
@@ -70,7 +72,8 @@ def no_temporary_files(folder: Path) -> list[str]:
 
 
 def test_cifar_smoke_run_writes_curve_metrics_and_one_mlflow_run(make_config, tmp_path):
-    cfg = job_of(make_config(), "cifar-resnet-20/seed-0")
+    # checkpoints every 4 iterations of 6: the periodic one at 4, and the final one at the end
+    cfg = job_of(make_config(engine=dict(checkpoint_every=4)), "cifar-resnet-20/seed-0")
     assert (cfg.recipe.iterations, cfg.recipe.log_every, cfg.recipe.eval_every) == (6, 2, 3)
     out = tmp_path / "run"
     metrics = dataclasses.asdict(train(cfg, out, quiet=True))
@@ -111,7 +114,7 @@ def test_cifar_smoke_run_writes_curve_metrics_and_one_mlflow_run(make_config, tm
     assert provenance["device"].startswith("cpu") and provenance["seed"] == 0
     assert saved["recipe"] == cfg.recipe.to_dict()
     assert saved["warmup_ended_at"] is None and saved["interruptions"] == 0
-    assert not (out / "checkpoint.pt").exists() or load_checkpoint(out / "checkpoint.pt")["state"]["iteration"] == 6
+    assert load_checkpoint(out / "checkpoint.pt")["state"]["iteration"] == 6  # the final checkpoint
     assert no_temporary_files(out) == []
 
     # MLflow: exactly one run, with the cell's tags, the config as params, the curve as metrics.
@@ -179,14 +182,39 @@ def test_imagenet_smoke_run_has_ten_crop_numbers(make_config, tmp_path):
     assert all(math.isnan(row["test_error"]) for row in curve)  # ImageNet has no test column
     final = metrics["final"]
     assert metrics["status"] == "done" and metrics["parameters"] > 1_000_000 and metrics["multiply_adds"] > 0
-    for key in ("top1_10crop", "top5_10crop"):
-        assert 0.0 <= final[key] <= 100.0
-    assert final["top5_10crop"] <= final["top1_10crop"]
     assert final["test_short_side"] == 36
+    # The 10-crop errors are the final checkpoint's, scored here apart: each validation image's
+    # softmax averaged over its 10 views (TenCrop at shorter side 36), top-1 and top-5 of 10 classes.
+    assert (final["top1_10crop"], final["top5_10crop"]) == pytest.approx(ten_crop_errors(cfg, out), abs=1e-9)
     assert final["val_error"] == pytest.approx(curve[-1]["val_error"], abs=1e-4)
     run = the_run(cfg)
     assert run["status"] == "FINISHED" and run["tags"]["dataset"] == "imagenet"
     assert [s for s, _ in metric_history(cfg.mlflow.tracking_uri, run["run_id"], "train_error")] == [2, 4]
+
+
+def ten_crop_errors(cfg: Job, out: Path) -> tuple[float, float]:
+    """(top-1, top-5) error in % of the run's final checkpoint with 10-crop testing, one image at a time."""
+    from resnet.data.imagenet.crops import finish_batch
+    from resnet.data.imagenet.evaluation import ImageNetEvalSet
+    from resnet.data.imagenet.folders import resolve_imagenet_root
+    from resnet.models.nets import build_model
+
+    saved = load_checkpoint(out / "checkpoint.pt")
+    assert saved["state"]["iteration"] == cfg.recipe.iterations
+    views = ImageNetEvalSet(resolve_imagenet_root(cfg.data_source, cfg.data.cache), cfg.recipe.test_short_side,
+                            cfg.recipe.crop, ten_crop=True)
+    model = build_model(cfg.recipe.model, num_classes=len(views.classes), bn_group=cfg.recipe.bn_group)
+    model.load_state_dict(saved["model"])
+    model.eval()
+    top1 = top5 = 0
+    with torch.no_grad():
+        for index in range(len(views)):
+            crops, label = views[index]
+            scores = model(finish_batch(crops, None)).softmax(1).mean(0)
+            ranked = sorted(range(len(scores)), key=lambda k: -float(scores[k]))
+            top1 += ranked[0] != label
+            top5 += label not in ranked[:5]
+    return 100.0 * top1 / len(views), 100.0 * top5 / len(views)
 
 
 # ---------------------------------------------------------------------------------------------
