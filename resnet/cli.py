@@ -4,6 +4,7 @@
     python -m resnet config --cell cifar-resnet-56/seed-0   # what that cell trains, as the workflow hands it
     python -m resnet plan --config config.yaml          # the cells of the configured plan
     python -m resnet synthetic-imagenet --out DIR       # the small synthetic ImageNet-layout set
+    python -m resnet prepare-imagenet --config config.yaml   # ImageNet ready: archives -> class folders, checked
     python -m resnet cost --config config.yaml          # projected device-hours of the plan
     python -m resnet mlflow-sync --config config.yaml   # rebuild the MLflow store from the run folders
 
@@ -128,6 +129,41 @@ def cmd_synthetic_imagenet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare_imagenet(args: argparse.Namespace) -> int:
+    """data.imagenet made ready for its cells: the archives prepared into class folders (once), the
+    folder listed and checked; ``--receipt`` records what the cells will read (the workflow's rule)."""
+    import signal
+
+    from resnet.config.preflight import imagenet_kind
+    from resnet.config.schema import ConfigError, parse
+    from resnet.config.sections import Data
+    from resnet.data.imagenet.folders import imagenet_listing
+    from resnet.runs.files import atomic_write_text
+
+    if args.settings:
+        try:
+            settings = json.loads(args.settings)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--settings: not JSON ({error})") from None
+        data, workers = parse(Data, settings.get("data") if isinstance(settings, dict) else None, "data"), args.workers or 1
+    else:
+        config = _config(args)
+        data, workers = config.data, args.workers or config.resources.imagenet_prepare.cpus
+
+    def stop(signum, _frame):  # a class being extracted finishes; the next run resumes after it
+        raise SystemExit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGTERM, stop)
+    listing = imagenet_listing(data, workers=workers)
+    print(f"ImageNet ready: {listing.describe()} in {listing.root} (listing sha256 {listing.digest[:16]})")
+    if args.receipt:
+        receipt = {"source": data.imagenet, "kind": imagenet_kind(data.imagenet), "root": listing.root,
+                   "classes": listing.num_classes, "train_images": listing.count("train"),
+                   "val_images": listing.count("val"), "content_hash": listing.digest}
+        atomic_write_text(Path(args.receipt), json.dumps(receipt, indent=2) + "\n")
+    return 0
+
+
 def cmd_cost(args: argparse.Namespace) -> int:
     from resnet.cost import format_cost, plan_cost
 
@@ -196,6 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--out", required=True)
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.set_defaults(func=cmd_synthetic_imagenet)
+
+    prepare = commands.add_parser("prepare-imagenet", help="make data.imagenet ready: the ILSVRC2012 archives "
+                                  "prepared into class folders (once), the folder listed and checked")
+    prepare.add_argument("--config", default="config.yaml")
+    prepare.add_argument("--set", action="append", metavar="KEY=VALUE",
+                         help="override a config key, e.g. --set data.imagenet=/data/ilsvrc2012 (repeatable)")
+    prepare.add_argument("--settings", help="the settings as JSON (the workflow passes this instead of --config)")
+    prepare.add_argument("--workers", type=int, default=0,
+                         help="processes extracting the training archive (default resources.imagenet_prepare.cpus)")
+    prepare.add_argument("--receipt", help="write what the cells will read here as JSON (the workflow's rule)")
+    prepare.set_defaults(func=cmd_prepare_imagenet)
 
     cost = commands.add_parser("cost", help="projected device-hours of the configured plan, before running it")
     cost.add_argument("--config", default="config.yaml")
