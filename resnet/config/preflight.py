@@ -110,7 +110,11 @@ def check_imagenet(data: Data, local: bool = True) -> None:
 
 def check_archives(data: Data, local: bool) -> None:
     """The three archives, readable; where ``local``, a folder for the layout with room for it."""
-    root = Path(data.imagenet).expanduser()
+    check_archive_folder(Path(data.imagenet).expanduser(), prepared_root(data), local)
+
+
+def check_archive_folder(root: Path, out: Path, local: bool = True) -> None:
+    """check_archives for the archives in ``root`` prepared into ``out`` (also run where they are prepared)."""
     sizes = {}
     for name in IMAGENET_ARCHIVES.values():
         path = root / name
@@ -119,7 +123,6 @@ def check_archives(data: Data, local: bool) -> None:
             raise ConfigError(f"config key 'data.imagenet': '{root}' {what} {name}: put ILSVRC2012's three archives "
                               f"({', '.join(IMAGENET_ARCHIVES.values())}) there, or point data.imagenet at another folder")
         sizes[name] = path.stat().st_size
-    out = prepared_root(data)
     if not local or (out / "PREPARED.json").is_file():
         return  # the jobs' own machines (node-local scratch) are not visible from here; or it is done
     existing = next(folder for folder in (out, *out.parents) if folder.exists())

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from resnet.config.preflight import imagenet_kind, prepared_root
+from resnet.config.preflight import check_archive_folder, imagenet_kind, prepared_root
 from resnet.config.sections import IMAGENET_ARCHIVES, Data
 from resnet.data.errors import DataError
 from resnet.data.imagenet.listing import CONFIG_HINT, ImageNetListing, check_complete, list_imagenet
@@ -63,6 +63,7 @@ def find_imagenet(setting: str, cache_dir: str | Path, prepared: Path, partial: 
     if kind == "archives":
         from resnet.data.imagenet.prepare import prepare_imagenet
 
+        check_archive_folder(Path(setting).expanduser(), prepared)  # here too: the disk it will fill, before hours
         manifest = prepare_imagenet(Path(setting).expanduser(), prepared, workers=workers, partial=partial)
         listing = list_imagenet(prepared)
         if listing.digest != manifest["digest"]:
