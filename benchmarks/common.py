@@ -105,7 +105,7 @@ def bench_config(model: str, batch_size: int, device: str, *, bf16: bool, channe
     engine = Engine(device=device, bf16=bf16, channels_last=channels_last, cuda_graphs=cuda_graphs, compile=compile,
                     deterministic=False, checkpoint_every=1, workers=0)
     data = Data(cifar10="", cifar10_download=False, cifar10_partial=False, imagenet="synthetic",
-                imagenet_loader="auto", cache=str(BENCH_DATA))
+                imagenet_prepared="auto", imagenet_partial=True, imagenet_loader="auto", cache=str(BENCH_DATA))
     return Job(recipe=recipe, scale="bench", engine=engine, data=data,
                mlflow=MLflowSettings(tracking_uri="", experiment="bench", live=False), max_resubmits=0)
 
