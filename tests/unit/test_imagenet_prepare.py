@@ -243,3 +243,15 @@ def test_preflight_refuses_a_folder_that_is_not_ours_or_too_small(archives, tmp_
     with pytest.raises(ConfigError) as caught:
         check_archives(data, local=True)
     assert "needs about 0.0 GB" in one_line(caught) and "0.0 GB free" in str(caught.value)
+
+
+def test_a_prepared_folder_changed_afterwards_is_refused_until_prepared_afresh(archives, tmp_path):
+    out = tmp_path / "out"
+    listing = find_imagenet(str(archives.folder), tmp_path / "cache", out, partial=True)
+    victim = sorted((out / "train" / archives.classes[1]).iterdir())[0]
+    victim.unlink()  # e.g. a clean-up script, or a disk quota cutting a copy short
+    with pytest.raises(DataError) as caught:
+        find_imagenet(str(archives.folder), tmp_path / "cache", out, partial=True)
+    assert "changed after it was prepared" in one_line(caught) and "19 training" in str(caught.value)
+    shutil.rmtree(out)  # what the line says to do
+    assert find_imagenet(str(archives.folder), tmp_path / "cache", out, partial=True).digest == listing.digest

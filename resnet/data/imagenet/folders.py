@@ -69,8 +69,8 @@ def find_imagenet(setting: str, cache_dir: str | Path, prepared: Path, partial: 
         if listing.digest != manifest["digest"]:
             raise DataError(f"the prepared ImageNet in {str(prepared)!r} changed after it was prepared "
                             f"({listing.describe()}; prepared: {manifest['train_images']:,} training and "
-                            f"{manifest['val_images']:,} validation images): delete "
-                            f"{str(prepared / 'PREPARED.json')!r} to prepare it again")
+                            f"{manifest['val_images']:,} validation images): delete that folder to prepare "
+                            "it afresh")
         check_complete(listing, partial)
         return listing
     listing = list_imagenet(setting)  # a missing folder: one line naming it
