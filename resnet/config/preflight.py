@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
-from resnet.config.sections import Config
+from resnet.config.sections import IMAGENET_ARCHIVES, Config, Data
 from resnet.config.schema import ConfigError
 
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -30,7 +31,7 @@ def check(config: Config, local: bool = True, mounts: str | None = None) -> None
     if config.plan.cifar10:
         check_cifar10(config.data.cifar10, config.data.cifar10_download)
     if config.plan.imagenet and config.data.imagenet != "synthetic":
-        check_imagenet(config.data.imagenet)
+        check_imagenet(config.data, local)
     if local and config.engine.device == "cuda":
         import torch
 
@@ -70,15 +71,41 @@ def check_cifar10(location: str, download: bool) -> None:
                       f"train/ and test/ class folders: {fix}")
 
 
-def check_imagenet(location: str) -> None:
-    root = Path(location)
-    fix = "point it at an ILSVRC2012 folder, or set it to 'synthetic', or set plan.imagenet: false"
+def imagenet_kind(location: str) -> str:
+    """What data.imagenet names: 'synthetic'; 'folder' (train/ and val/ class folders, used as they
+    are); 'archives' (a folder holding ILSVRC2012's archives and no train/ and val/, prepared into
+    data.imagenet_prepared); 'missing' (none of these)."""
+    if location == "synthetic":
+        return "synthetic"
+    root = Path(location).expanduser()
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        return "folder"
+    if any((root / name).exists() for name in IMAGENET_ARCHIVES.values()):
+        return "archives"
+    return "missing"
+
+
+def prepared_root(data: Data) -> Path:
+    """Where the class folders built from the archives go (data.imagenet_prepared; 'auto': beside them)."""
+    if data.imagenet_prepared == "auto":
+        return Path(data.imagenet).expanduser() / "prepared"
+    return Path(data.imagenet_prepared).expanduser()
+
+
+def check_imagenet(data: Data, local: bool = True) -> None:
+    root = Path(data.imagenet).expanduser()
+    fix = ("point it at the folder holding ILSVRC2012's three archives or at train/ and val/ class folders, or set "
+           "it to 'synthetic', or set plan.imagenet: false")
+    kind = imagenet_kind(data.imagenet)
+    if kind == "archives":
+        return check_archives(data, local)
+    if kind == "missing":
+        what = "does not exist" if not root.exists() else "holds neither train/ and val/ folders nor the ILSVRC2012 archives"
+        raise ConfigError(f"config key 'data.imagenet': '{root}' {what}: {fix}")
     classes = {}
     for split in ("train", "val"):
         folder = root / split
-        if not folder.is_dir():
-            raise ConfigError(f"config key 'data.imagenet': '{root}' has no {split}/ folder: {fix}")
-        classes[split] = {child.name for child in folder.iterdir() if child.is_dir()}
+        classes[split] = {child.name for child in folder.iterdir() if child.is_dir() and not child.name.startswith(".")}
         if not classes[split]:
             raise ConfigError(f"config key 'data.imagenet': '{folder}' holds no class folders: {fix}")
     missing = sorted(classes["train"] ^ classes["val"])
@@ -121,3 +148,38 @@ def check_mlflow_store(config: Config, mounts: str | None = None) -> None:
             f"locking is unreliable and a stalled write would hold up training: point mlflow.tracking_uri at an "
             f"MLflow tracking server (e.g. http://head-node:5000), or set mlflow.live: false (the workflow's "
             f"summary step then logs every run from the run folders)")
+
+
+def check_archives(data: Data, local: bool) -> None:
+    """The three archives, readable; where ``local``, a folder for the layout with room for it."""
+    check_archive_folder(Path(data.imagenet).expanduser(), prepared_root(data), local)
+
+
+def check_archive_folder(root: Path, out: Path, local: bool = True) -> None:
+    """check_archives for the archives in ``root`` prepared into ``out`` (also run where they are prepared)."""
+    sizes = {}
+    for name in IMAGENET_ARCHIVES.values():
+        path = root / name
+        if not path.is_file() or not os.access(path, os.R_OK) or path.stat().st_size == 0:
+            what = "lacks" if not path.exists() else "has an unreadable or empty"
+            raise ConfigError(f"config key 'data.imagenet': '{root}' {what} {name}: put ILSVRC2012's three archives "
+                              f"({', '.join(IMAGENET_ARCHIVES.values())}) there, or point data.imagenet at another folder")
+        sizes[name] = path.stat().st_size
+    if not local or (out / "PREPARED.json").is_file():
+        return  # the jobs' own machines (node-local scratch) are not visible from here; or it is done
+    existing = next(folder for folder in (out, *out.parents) if folder.exists())
+    key = "data.imagenet_prepared"
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"config key '{key}': '{existing}' cannot be written to for the prepared ImageNet ('{out}'): "
+                          "set data.imagenet_prepared to a writable folder")
+    if existing == out and not (out / ".partial").is_dir() and any(e.name != ".lock" for e in os.scandir(out)):
+        raise ConfigError(f"config key '{key}': '{out}' is not empty and holds no ImageNet prepared here: set "
+                          "data.imagenet_prepared to an empty or new folder")
+    # The images take about what the two image archives take (tar adds 1 KB per file, the file
+    # system about as much); a run that resumes needs less, and is not refused here.
+    need = sizes[IMAGENET_ARCHIVES["train"]] + sizes[IMAGENET_ARCHIVES["val"]]
+    free = shutil.disk_usage(existing).free
+    if not (out / ".partial").is_dir() and free < need:
+        raise ConfigError(f"config key '{key}': preparing ImageNet in '{out}' needs about {need / 1e9:,.1f} GB and "
+                          f"'{existing}' has {free / 1e9:,.1f} GB free: free space there, or set data.imagenet_prepared "
+                          "to a larger folder")

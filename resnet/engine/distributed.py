@@ -97,6 +97,23 @@ class Distributed:
         torch_dist.all_gather(everyone, mine)
         return [tensor.tolist() for tensor in everyone]
 
+    def from_main(self, make):
+        """``make()`` computed by process 0 alone and handed to every process (a listing of a large
+        folder, once for the whole job). An error there is raised on every process, as its type."""
+        if not self.enabled:
+            return make()
+        box = [None]
+        if self.is_main:
+            try:
+                box = [("value", make())]
+            except Exception as error:  # noqa: BLE001 - handed on, then raised here too
+                box = [("error", error)]
+        torch_dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
+        kind, value = box[0]
+        if kind == "error":
+            raise value
+        return value
+
     def barrier(self) -> None:
         if self.enabled:
             torch_dist.barrier()

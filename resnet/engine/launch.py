@@ -116,6 +116,7 @@ def run_processes(job, processes: int, argv: list[str], out: Path, record_failur
     print(f"{job.cell}: {processes} training processes ({'one GPU each' if cuda else 'gloo, on the CPU'}), "
           f"{job.recipe.batch_size // processes} images each (global batch {job.recipe.batch_size})",
           file=sys.stderr, flush=True)
+    _prepare_data(job)
     command = [sys.executable, "-m", "resnet", *argv]
     children = [_Process(rank, command, _environment(rank, processes, port, cuda)) for rank in range(processes)]
     previous = {number: signal.signal(number, lambda number, _: _pass_on(children, number)) for number in STOP_SIGNALS}
@@ -125,6 +126,20 @@ def run_processes(job, processes: int, argv: list[str], out: Path, record_failur
         for number, handler in previous.items():
             signal.signal(number, handler)
     return _verdict(job, children, out, record_failure, retry_of)
+
+
+def _prepare_data(job) -> None:
+    """ImageNet from its archives, prepared here (once; at once if done) before the processes start:
+    an hour's extraction by process 0 alone would outlast the others' wait for its listing."""
+    from resnet.config.preflight import imagenet_kind
+
+    if imagenet_kind(job.data.imagenet) != "archives":
+        return
+    from resnet.config.preflight import prepared_root
+    from resnet.data.imagenet.prepare import prepare_imagenet
+
+    prepare_imagenet(Path(job.data.imagenet).expanduser(), prepared_root(job.data), workers=max(1, job.engine.workers),
+                     partial=job.data.imagenet_partial)
 
 
 def _pass_on(children: list[_Process], number: int) -> None:

@@ -133,29 +133,35 @@ class ImageNetTask:
 
     def __init__(self, job: Job, device: torch.device, dist, loader: str | None = None) -> None:
         # Imported here, not at the top: CIFAR jobs need none of it (torchvision, DALI), ~2 s per job.
-        from resnet.data.imagenet.folders import imagenet_classes, resolve_imagenet_root, scan_split
+        from resnet.config.preflight import imagenet_kind
+        from resnet.data.imagenet.folders import imagenet_listing
         from resnet.data.imagenet.loaders import pick_loader
 
         recipe, engine = job.recipe, job.engine
         self.recipe, self.device, self.workers, self.dist = recipe, device, engine.workers, dist
-        self.root = resolve_imagenet_root(job.data.imagenet, job.data.cache)
-        self.num_classes = len(imagenet_classes(self.root))
+        # The folder is listed once for the whole job, by process 0 (prepared from the archives
+        # first if this machine lacks it, by the launcher when there are several processes):
+        # training, both loaders, validation and 10-crop testing read this listing, and its digest
+        # is the data's identity.
+        self.listing = dist.from_main(lambda: imagenet_listing(job.data, workers=max(1, engine.workers)))
+        self.num_classes = self.listing.num_classes
         self.image_size = recipe.crop
         self.loader = pick_loader(job.data.imagenet_loader if loader is None else loader, device)
         self.channels_last = engine.channels_last
         # Loader workers leave SIGTERM / SIGUSR1 / SIGINT to this process (SLURM signals them all).
         self._shard = dict(rank=dist.rank, world_size=dist.world_size)
-        self._loader_args = dict(root=self.root, batch_size=recipe.batch_size,  # global; each rank takes its share
+        self._loader_args = dict(root=self.listing, batch_size=recipe.batch_size,  # global; each rank takes its share
                                  seed=recipe.seed, short_side=tuple(recipe.train_short_side), crop=recipe.crop,
                                  workers=engine.workers, device=device, channels_last=engine.channels_last,
                                  worker_init=ignore_stop_signals, **self._shard)
         self._stream = None
         self._next_iteration = None
         self._val = None
-        self.train_size = len(scan_split(self.root, "train")[1])
-        self.data_info = {"source": job.data.imagenet, "root": str(self.root),
-                          "kind": "synthetic" if job.data.imagenet == "synthetic" else "folder",
-                          "train_images": self.train_size, "loader": self.loader}
+        self.train_size = self.listing.count("train")
+        self.data_info = {"source": job.data.imagenet, "root": self.listing.root,
+                          "kind": imagenet_kind(job.data.imagenet), "content_hash": self.listing.digest,
+                          "classes": self.num_classes, "train_images": self.train_size,
+                          "val_images": self.listing.count("val"), "loader": self.loader}
 
     def train_batch(self, iteration: int):
         from resnet.data.imagenet.loaders import train_loader
@@ -174,7 +180,7 @@ class ImageNetTask:
         from resnet.data.imagenet.loaders import val_loader
 
         if self._val is None:  # kept: DALI's pipeline (and PIL's workers) start once
-            self._val = val_loader(self.loader, self.root, batch_size=min(self.recipe.batch_size, 256),
+            self._val = val_loader(self.loader, self.listing, batch_size=min(self.recipe.batch_size, 256),
                                    resize=self.recipe.test_short_side, crop=self.recipe.crop, workers=self.workers,
                                    device=self.device, channels_last=self.channels_last,
                                    worker_init=ignore_stop_signals, **self._shard)
@@ -185,7 +191,7 @@ class ImageNetTask:
         from resnet.data.imagenet.evaluation import ten_crop_counts
 
         centre = self.evaluate(model)["val_error"]
-        counts = ten_crop_counts(model, self.root, short_side=self.recipe.test_short_side, crop=self.recipe.crop,
+        counts = ten_crop_counts(model, self.listing, short_side=self.recipe.test_short_side, crop=self.recipe.crop,
                                  batch_size=max(1, min(self.recipe.batch_size, 64)), device=self.device,
                                  workers=self.workers, worker_init=ignore_stop_signals, **self._shard)
         top1, topk, images = self.dist.sum([counts.top1_correct, counts.topk_correct, counts.images])

@@ -59,6 +59,7 @@ def test_stopped_twice_by_the_group_two_processes_resume_to_the_uninterrupted_ru
     cfg = config(make_config, loader)
     reference = launch(cfg, tmp_path / "reference")
     assert reference.returncode == 0, reference.stderr[-3000:]
+    assert reference.stderr.count("listed ImageNet") == 1  # by process 0, for both processes
     out = tmp_path / "stopped"
 
     # 1. SIGTERM to the group during iteration 1: the processes agree at the next checkpoint (3),
@@ -164,14 +165,15 @@ def test_more_stops_than_max_resubmits_fail_the_cell_once_from_every_process(mak
 def test_a_process_that_fails_stops_the_others_and_is_recorded_with_its_line(make_config, tmp_path):
     """Process 1 meets a corrupt image that process 0 never reads: the launcher stops process 0
     (which would wait in its next collective) and records process 1's own line."""
-    from resnet.data.imagenet.folders import resolve_imagenet_root, scan_split
+    from resnet.data.imagenet.folders import resolve_imagenet_root
+    from resnet.data.imagenet.listing import list_imagenet
     from resnet.data.imagenet.sampler import ResumableSampler
 
     cfg = config(make_config, workers=0)
     root = resolve_imagenet_root(cfg.data_source, cfg.data.cache)
     broken = tmp_path / "imagenet"
     subprocess.run(["cp", "-r", str(root), str(broken)], check=True)
-    samples = scan_split(broken, "train")[1]
+    samples = list_imagenet(broken).samples("train")
     sampler = ResumableSampler(len(samples), cfg.recipe.batch_size, cfg.recipe.seed, rank=1, world_size=2)
     victim = samples[sampler.sample_at(sampler.position_of(0, 0))[0]][0]
     first_of_rank_0 = {samples[ResumableSampler(len(samples), cfg.recipe.batch_size, cfg.recipe.seed, rank=0,
@@ -180,7 +182,7 @@ def test_a_process_that_fails_stops_the_others_and_is_recorded_with_its_line(mak
     with open(victim, "wb") as handle:
         handle.write(b"not a JPEG")
     cfg = job_of(make_config(imagenet=IMAGENET, engine={**ENGINE, "workers": 0},
-                             scales={"smoke": {"data": {"imagenet": str(broken)}}}), CELL)
+                             scales={"smoke": {"data": {"imagenet": str(broken), "imagenet_partial": True}}}), CELL)
     run = launch(cfg, tmp_path / "out", None, "--record-failure", timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())

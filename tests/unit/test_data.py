@@ -8,6 +8,7 @@ set (ILSVRC2012 is never part of the tests).
 from __future__ import annotations
 
 import pickle
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -455,6 +456,7 @@ def test_bad_imagenet_folders_raise_data_error(synthetic_imagenet, tmp_path):
     with pytest.raises(DataError, match="n02"):
         ImageNetTrainSet(tmp_path / "no-val", (36, 48), 32)
     (tmp_path / "no-val" / "train" / "n02" / "broken.JPEG").write_bytes(b"not a jpeg")
+    shutil.copytree(tmp_path / "no-val" / "train", tmp_path / "no-val" / "val")  # a job lists both splits
     dataset = ImageNetTrainSet(tmp_path / "no-val", (36, 48), 32)
     with pytest.raises(DataError, match="broken.JPEG"):
         dataset[(1, 0)]

@@ -11,6 +11,8 @@ wildcard_constraints:
 
 
 rule train:
+    input:
+        imagenet=imagenet_ready,  # ImageNet made ready first (data.smk)
     output:
         metrics=f"{RUNS}/{{model}}/seed-{{seed}}/metrics.json",
     log:

@@ -38,7 +38,8 @@ from PIL import Image
 
 from resnet.data.errors import DataError
 from resnet.data.imagenet.crops import centre_crop, finish_batch, train_crop
-from resnet.data.imagenet.folders import open_rgb, scan_split
+from resnet.data.imagenet.folders import open_rgb
+from resnet.data.imagenet.listing import ImageNetListing, as_listing
 from resnet.data.imagenet.pil import ImageNetTrainSet
 from resnet.data.imagenet.sampler import ResumableSampler
 
@@ -187,8 +188,10 @@ def _pipeline(source: _Source, batch: int, crop: int, threads: int, readers: int
     with pipe:
         encoded, anchor, shape, start, end, flip, offset, label = fn.external_source(
             source=source, num_outputs=8, batch=False, parallel=readers > 0)
+        # The pixels as stored, as PIL reads them (resnet.data.imagenet.folders.open_rgb): the crop window
+        # comes from the stored size, so an EXIF orientation tag must not turn the image (DALI's default).
         image = fn.decoders.image_slice(encoded, anchor, shape, axis_names="HW", output_type=types.RGB,
-                                        device="mixed" if on_gpu else "cpu")
+                                        adjust_orientation=False, device="mixed" if on_gpu else "cpu")
         image = fn.resize(image, size=[crop, crop], roi_start=start, roi_end=end, roi_relative=False,
                           interp_type=types.INTERP_LINEAR, antialias=True)
         image = fn.flip(image, horizontal=flip)
@@ -236,7 +239,7 @@ class _Batches:
                          "train without it")
 
 
-def dali_train_loader(root: str | Path, batch_size: int, seed: int, short_side: tuple[int, int] = (256, 480),
+def dali_train_loader(root: ImageNetListing | str | Path, batch_size: int, seed: int, short_side: tuple[int, int] = (256, 480),
                       crop: int = 224, workers: int = 8, rank: int = 0, world_size: int = 1, start_sample: int = 0,
                       device: torch.device | str = "cpu", channels_last: bool = False,
                       readers: int | None = None, worker_init=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -271,13 +274,13 @@ class DaliValBatches:
     is built on the first pass and kept for the next ones.
     """
 
-    def __init__(self, root: str | Path, batch_size: int, resize: int = 256, crop: int = 224, workers: int = 8,
+    def __init__(self, root: ImageNetListing | str | Path, batch_size: int, resize: int = 256, crop: int = 224, workers: int = 8,
                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
                  channels_last: bool = False, readers: int | None = None, worker_init=None) -> None:
         require_dali()
         if crop > resize:
             raise ValueError(f"crop {crop} exceeds the resized shorter side {resize}")
-        samples = scan_split(root, "val", scan_split(root, "train")[0])[1][rank::world_size]
+        samples = as_listing(root).samples("val")[rank::world_size]
         self.count, self.batch = len(samples), min(batch_size, len(samples))
         self.source = _ValSource(samples, resize, crop, self.batch)
         self.source.worker_init = worker_init
@@ -302,7 +305,7 @@ class DaliValBatches:
                    labels[:keep].to(self.device, non_blocking=True))
 
 
-def dali_val_loader(root: str | Path, batch_size: int, resize: int = 256, crop: int = 224, workers: int = 8,
+def dali_val_loader(root: ImageNetListing | str | Path, batch_size: int, resize: int = 256, crop: int = 224, workers: int = 8,
                     rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
                     channels_last: bool = False, readers: int | None = None, worker_init=None) -> DaliValBatches:
     """Centre-crop validation (Figure 4) through DALI; the arguments of imagenet_val_loader."""

@@ -21,7 +21,8 @@ from torchvision.transforms import TenCrop
 
 from resnet.data.errors import DataError
 from resnet.data.imagenet.crops import centre_crop, crop_pixels, finish_batch, shorter_side_size
-from resnet.data.imagenet.folders import open_rgb, scan_split
+from resnet.data.imagenet.folders import open_rgb
+from resnet.data.imagenet.listing import ImageNetListing, as_listing
 from resnet.data.imagenet.pil import loader_options, one_line
 
 
@@ -38,11 +39,12 @@ class ImageNetEvalSet(Dataset):
     image: the 4 corners and the centre, then the same 5 of the mirrored image.
     """
 
-    def __init__(self, root: str | Path, resize: int = 256, crop: int = 224, ten_crop: bool = False,
+    def __init__(self, root: ImageNetListing | str | Path, resize: int = 256, crop: int = 224, ten_crop: bool = False,
                  split: str = "val"):
         if crop > resize:
             raise ValueError(f"crop {crop} exceeds the resized shorter side {resize}")
-        self.classes, self.samples = scan_split(root, split, scan_split(root, "train")[0])
+        listing = as_listing(root)  # the job's listing (a folder is listed here)
+        self.classes, self.samples = list(listing.classes), listing.samples(split)
         self.resize, self.crop, self.ten_crop = resize, crop, ten_crop
         self._ten = TenCrop(crop)
 
@@ -77,7 +79,7 @@ class EvalBatches:
             raise one_line(error) from None
 
 
-def imagenet_val_loader(root: str | Path, batch_size: int, resize: int = 256, crop: int = 224,
+def imagenet_val_loader(root: ImageNetListing | str | Path, batch_size: int, resize: int = 256, crop: int = 224,
                         workers: int = 8, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
                         channels_last: bool = False, worker_init=None) -> EvalBatches:
     """Centre-crop validation batches (the bold curves of Figure 4), in folder order; re-iterable.
@@ -104,7 +106,7 @@ class TenCropCounts(NamedTuple):
     k: int
 
 
-def ten_crop_counts(model: torch.nn.Module, root: str | Path, short_side: int = 256, crop: int = 224,
+def ten_crop_counts(model: torch.nn.Module, root: ImageNetListing | str | Path, short_side: int = 256, crop: int = 224,
                     batch_size: int = 32, device="cpu", workers: int = 8, split: str = "val", rank: int = 0,
                     world_size: int = 1, worker_init=None) -> TenCropCounts:
     """10-crop testing of the share rank::world_size of the images; softmax scores averaged over the crops.
@@ -138,7 +140,7 @@ def ten_crop_counts(model: torch.nn.Module, root: str | Path, short_side: int = 
     return TenCropCounts(top1_correct, topk_correct, len(dataset), k)
 
 
-def ten_crop_eval(model: torch.nn.Module, root: str | Path, short_side: int = 256, crop: int = 224,
+def ten_crop_eval(model: torch.nn.Module, root: ImageNetListing | str | Path, short_side: int = 256, crop: int = 224,
                   batch_size: int = 32, device="cpu", workers: int = 8, split: str = "val") -> dict:
     """Top-1 and top-5 error (%) with 10-crop testing, softmax scores averaged over the crops.
 

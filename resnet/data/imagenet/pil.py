@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from resnet.data.errors import DataError
 from resnet.data.imagenet.crops import crop_pixels, finish_batch, train_crop
-from resnet.data.imagenet.folders import open_rgb, scan_split
+from resnet.data.imagenet.folders import open_rgb
+from resnet.data.imagenet.listing import ImageNetListing, as_listing
 from resnet.data.imagenet.sampler import ResumableSampler
 
 
@@ -33,10 +34,11 @@ class ImageNetTrainSet(Dataset):
     it is handed, so batches are the same whatever the number of loader workers.
     """
 
-    def __init__(self, root: str | Path, short_side: tuple[int, int] = (256, 480), crop: int = 224):
+    def __init__(self, root: ImageNetListing | str | Path, short_side: tuple[int, int] = (256, 480), crop: int = 224):
         if not crop <= short_side[0] <= short_side[1]:
             raise ValueError(f"need crop <= short_side[0] <= short_side[1], got {crop}, {short_side}")
-        self.classes, self.samples = scan_split(root, "train")
+        listing = as_listing(root)  # the job's listing (a folder is listed here)
+        self.classes, self.samples = list(listing.classes), listing.samples("train")
         self.short_side, self.crop = short_side, crop
 
     def __len__(self) -> int:
@@ -71,7 +73,7 @@ def one_line(error: DataError) -> DataError:
     return DataError(last.split(": ", 1)[1] if last.startswith((f"{DataError.__module__}.DataError", "DataError")) else last)
 
 
-def imagenet_train_loader(root: str | Path, batch_size: int, seed: int,
+def imagenet_train_loader(root: ImageNetListing | str | Path, batch_size: int, seed: int,
                           short_side: tuple[int, int] = (256, 480), crop: int = 224, workers: int = 8,
                           rank: int = 0, world_size: int = 1, start_sample: int = 0,
                           device: torch.device | str = "cpu", channels_last: bool = False,
