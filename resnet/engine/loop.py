@@ -97,8 +97,10 @@ class _Run:
         if not self.dist.is_main:
             return
         # The rows not yet in MLflow go to the mirror's thread; the checkpoint counts those the run
-        # holds so far (a resumed Tracker skips what its earlier attempts logged, per metric).
+        # holds so far (a resumed Tracker skips what its earlier attempts logged, per metric), and
+        # names the run (the first checkpoint waits for it to open).
         if self.mirror:
+            self.mirror.opened()
             self.mirror.log_rows()
         Checkpoint(recipe=self.recipe.to_dict(), model=self.model.state_dict(),
                    optimizer=self.optimizer.state_dict(), torch_rng=torch.get_rng_state(),

@@ -35,13 +35,25 @@ class Mirror:
 
         self.job, self.state, self.tracker = job, state, None
         self._git = git_commit()
+        self._opened = threading.Event()
         self._calls: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="mlflow-mirror", daemon=True)
         self._thread.start()
         self._submit(self._open)
 
     def _open(self) -> None:
-        self.tracker = open_tracker(self.job, self.state, self._git)
+        try:
+            self.tracker = open_tracker(self.job, self.state, self._git)
+        finally:
+            self._opened.set()
+
+    def opened(self) -> None:
+        """Wait (at most WAIT_S, once) until the run is open: its id goes into the checkpoints, so that
+        a resumed cell continues its run instead of starting another."""
+        if not self._opened.is_set() and not self._opened.wait(WAIT_S):
+            print(f"warning: MLflow ({self.job.mlflow.tracking_uri}): the run did not open within {WAIT_S:.0f} s; "
+                  f"training goes on, the run folder's files hold every number", file=sys.stderr, flush=True)
+            self._opened.set()
 
     def _submit(self, call: Callable[[], object] | None) -> None:
         self._calls.put(call)
