@@ -18,7 +18,7 @@ import torch
 from resnet.runs.records import load_checkpoint
 from tests.support import REPO_ROOT
 from tests.support.configs import job_args, job_of
-from tests.support.processes import PYTHON, subprocess_env
+from tests.support.processes import PYTHON, run_cli, subprocess_env
 from tests.unit.test_imagenet_input import need_dali
 
 CELL = "resnet-18/seed-0"
@@ -86,6 +86,9 @@ def test_stopped_twice_by_the_group_two_processes_resume_to_the_uninterrupted_ru
     want = json.loads((tmp_path / "reference" / "metrics.json").read_text())
     assert metrics["final"] == want["final"] and metrics["interruptions"] == 2
     assert metrics["provenance"]["world_size"] == 2 and metrics["data"]["loader"] == loader
+    # One process evaluating the final weights gets the two processes' sharded numbers, image for image.
+    again = run_cli("evaluate", str(out), timeout=600)
+    assert again.returncode == 0 and "(the recorded number)" in again.stdout, again.stdout + again.stderr[-2000:]
 
 
 def test_two_processes_train_as_one_process_on_the_same_global_batch_and_bn_groups(make_config, tmp_path):
