@@ -138,9 +138,10 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def cmd_mlflow_sync(args: argparse.Namespace) -> int:
-    """Create or complete the MLflow run of every run folder of the scale (a lost or new store)."""
+    """Create or complete the MLflow run of every run folder of the scale, and the report run of the
+    results folder above them (a lost or new store, or one that was busy during the summary step)."""
     from resnet.runs.folder import runs_root
-    from resnet.tracking.sync import sync_run_folders
+    from resnet.tracking.sync import sync_report_run, sync_run_folders
 
     config = _config(args)
     runs = Path(args.runs) if args.runs else runs_root(config.scale)
@@ -156,7 +157,11 @@ def cmd_mlflow_sync(args: argparse.Namespace) -> int:
     missed = sorted(cell for cell, outcome in results.items() if outcome is None)
     print(f"{len(results) - len(missed)} of {len(results)} finished cells mirrored"
           + (f"; not mirrored: {', '.join(missed)} (see the warnings)" if missed else ""))
-    return EXIT_FAILED if missed else 0
+    results_folder = runs.parent.parent  # results/runs/<scale> -> results/
+    warnings: list[str] = []
+    report = sync_report_run(uri, experiment, results_folder, config.scale,
+                             echo=lambda line: print(line, flush=True), warnings=warnings)
+    return EXIT_FAILED if missed or (report is None and warnings) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
