@@ -1,6 +1,7 @@
 """The run folder of a cell: where it lives, and what a new run finds there.
 
-    results/runs/<scale>/<model>/seed-<n>/   checkpoint.pt, curve.csv, metrics.json, .lock
+    results/runs/<scale>/<model>/seed-<n>/   checkpoint.pt, curve.csv, metrics.json
+    results/runs/<scale>/<model>/.seed-<n>.lock  which trainer holds the folder (resnet.runs.lock)
 
 A run folder holds the files of one recipe of one cell. Whatever a trainer finds there from another
 recipe or another cell (the config changed since, a file copied in) is set aside, every file of it,
@@ -23,8 +24,6 @@ from datetime import datetime
 from pathlib import Path
 
 from typing import TYPE_CHECKING
-
-from resnet.runs.lock import LOCK_NAME
 
 if TYPE_CHECKING:
     from resnet.config.job import Job
@@ -117,14 +116,14 @@ def prepare_run_folder(job: Job, out: Path) -> Metrics | None:
     if foreign:
         name, other = next(iter(foreign.items()))
         changed = sorted(key for key in set(recipe) | set(other) if other.get(key) != recipe.get(key))
-        _set_aside(out, f"{name} is of another recipe ({', '.join(changed)})")
+        _set_aside(out, f"recipe changed ({', '.join(changed)}): {name} was made with another")
     elif (out / "curve.csv").exists() and not (out / "checkpoint.pt").exists():
         _set_aside(out, "curve.csv has no checkpoint to resume from")
     return None
 
 
 def _set_aside(out: Path, why: str) -> Path:
-    """Move every file of the folder (not the superseded folders, not the lock) into superseded-<time>/."""
+    """Move every file of the folder (not the superseded folders) into superseded-<time>/."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     keep, number = out / f"{SUPERSEDED}{stamp}", 1
     while keep.exists():
@@ -132,7 +131,7 @@ def _set_aside(out: Path, why: str) -> Path:
         keep = out / f"{SUPERSEDED}{stamp}-{number}"
     keep.mkdir()
     for item in out.iterdir():
-        if not item.name.startswith(SUPERSEDED) and item.name != LOCK_NAME:
+        if not item.name.startswith(SUPERSEDED):
             shutil.move(str(item), keep / item.name)
     print(f"{out}: {why}; the older run's files are kept in {keep.name}/, this recipe starts at iteration 0",
           file=sys.stderr)

@@ -1,13 +1,15 @@
-"""A run folder belongs to one trainer at a time: the lock file <run>/.lock.
+"""A run folder belongs to one trainer at a time: the lock file .<run>.lock beside it.
 
     with hold_run_folder(out):         # raises RunFolderBusy, naming the holder, if another has it
         ...train...
 
-The lock is the kernel's (flock on <run>/.lock), held from the start of a training to its end by
-the trainer's process 0 (the only process that moves, deletes or writes the folder's files). The
-kernel releases it when that process ends in any way, a SIGKILL included, so a crashed trainer
-never leaves it stuck. The file itself stays; it says who held the folder last (pid, host, start,
-command), which is what a second trainer prints when it is refused.
+The lock is the kernel's (flock on results/runs/<scale>/<model>/.seed-<n>.lock), held from the
+start of a training to its end by the trainer's process 0 (the only process that moves, deletes or
+writes the folder's files). The kernel releases it when that process ends in any way, a SIGKILL
+included, so a crashed trainer never leaves it stuck. The file itself stays; it says who held the
+folder last (pid, host, start, command), which is what a second trainer prints when it is refused.
+It lives beside the run folder, not in it: the folder holds the run's files alone, a trainer
+refused at its start (bad input) leaves nothing in it, and moving the folder aside moves no lock.
 
 A process may hold the same folder's lock more than once (the command line holds it around
 train(), which holds it too); only the outermost release frees it.
@@ -25,7 +27,6 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-LOCK_NAME = ".lock"
 # How often a waiting trainer tries the lock again.
 POLL_S = 2.0
 # How long a train job of the workflow waits for a run folder that another trainer holds before it
@@ -38,6 +39,12 @@ WORKFLOW_WAIT_S = 120.0
 _HELD: dict[Path, tuple[int, int]] = {}
 
 
+def lock_path(folder: Path) -> Path:
+    """The lock file of a run folder: .<name>.lock beside it (hidden from globs such as seed-*)."""
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.lock"
+
+
 class RunFolderBusy(Exception):
     """Another trainer holds the run folder; the message names the folder and the holder."""
 
@@ -45,7 +52,7 @@ class RunFolderBusy(Exception):
 def holder_of(folder: Path) -> str:
     """Who holds (or last held) the folder's lock, as its lock file says: "pid P on host H ..."."""
     try:
-        text = (Path(folder) / LOCK_NAME).read_text().strip()
+        text = lock_path(folder).read_text().strip()
     except OSError:
         text = ""
     return text or "a process that has not said who it is yet"
@@ -79,7 +86,7 @@ def hold_run_folder(folder: Path, wait_s: float = 0.0, echo: Callable[[str], Non
     """Hold ``folder``'s lock for the block; wait up to ``wait_s`` for another holder, else raise
     RunFolderBusy with one line naming the folder and the holder (pid, host, since, command)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
     key = folder.resolve()
     if key in _HELD:  # held by this process already: nested
         fd, depth = _HELD[key]
@@ -90,7 +97,7 @@ def hold_run_folder(folder: Path, wait_s: float = 0.0, echo: Callable[[str], Non
             fd, depth = _HELD[key]
             _HELD[key] = (fd, depth - 1)
         return
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(lock_path(folder), os.O_RDWR | os.O_CREAT, 0o666)
     try:
         _acquire(fd, folder, wait_s, echo or (lambda line: print(line, file=sys.stderr, flush=True)))
         _stamp(fd)
