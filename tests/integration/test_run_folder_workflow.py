@@ -8,19 +8,27 @@ with real Snakemake as a user would, one step after another:
 2. a metrics.json made unreadable: the table says failed and to delete it; deleted, the next run
    recomputes the cell from its checkpoint and the table is done again;
 3. the whole run folder moved aside: the next run trains the cell again, and then nothing is left
-   to do.
+   to do;
+4. a train job killed (SIGKILL) after setting the older run aside: Snakemake puts that run's
+   metrics.json back and counts the job as finished, yet the next run reruns the cell, removes the
+   copy and resumes the new recipe from its checkpoint; the older run stays whole.
 """
 from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from resnet.config.load import lay_over
-from tests.support.workflow import copy_repo, run_snakemake, write_overrides
+from resnet.runs.records import load_checkpoint
+from tests.support.workflow import VENV_BIN, copy_repo, run_snakemake, workflow_env, write_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -93,3 +101,51 @@ def test_rerun_cells_keep_every_file_and_a_deleted_record_reruns_its_cell(tmp_pa
     run(repo, "tiny.yaml", "lr.yaml")
     assert set(files_of(folder)) == set(RUN_FILES) and table6(repo)["status"] == "done"
     assert "Nothing to be done" in run(repo, "tiny.yaml", "lr.yaml", dry=True).stdout
+
+
+def test_a_killed_job_whose_record_snakemake_puts_back_is_rerun_and_resumed(tmp_path, cifar_cache_dir):
+    repo = copy_repo(tmp_path)
+    write_overrides(repo, plan(cifar_cache_dir), "tiny.yaml")
+    longer = {"recipes": {"cifar10": {"lr": 0.2}}, "resources": {"max_resubmits": 0},
+              "scales": {"smoke": {"cifar10": {"iterations": 200, "milestones": [100]}}}}
+    write_overrides(repo, lay_over(plan(cifar_cache_dir), longer), "longer.yaml")
+    folder = repo / "results" / "runs" / "smoke" / CELL
+    run(repo, "tiny.yaml")
+    first = files_of(folder)
+
+    # The new recipe's job, killed once it has a checkpoint of its own (an OOM kill, a node lost).
+    with open(repo / "killed.log", "w") as log:
+        snakemake = subprocess.Popen([str(VENV_BIN / "snakemake"), "--cores", "2", "--configfile", "tiny.yaml",
+                                      "longer.yaml"], cwd=repo, env=workflow_env(), stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 600
+            while not _new_checkpoint(folder / "checkpoint.pt"):
+                assert snakemake.poll() is None and time.monotonic() < deadline, "no checkpoint of the new recipe"
+                time.sleep(0.2)
+            holder = (folder.parent / ".seed-0.lock").read_text()  # "pid N on host H since ..."
+            os.kill(int(holder.split()[1]), signal.SIGKILL)
+            assert snakemake.wait(timeout=600) != 0
+        finally:
+            if snakemake.poll() is None:
+                os.killpg(snakemake.pid, signal.SIGKILL)
+    assert "Restored previous version" in (repo / "killed.log").read_text()
+    (kept,) = folder.glob("superseded-*")
+    assert files_of(kept) == first and (folder / "metrics.json").read_bytes() == first["metrics.json"]
+
+    dry = run(repo, "tiny.yaml", "longer.yaml", dry=True).stdout
+    assert "rule train" in dry and "Params have changed" in dry  # not taken for the job's result
+    run(repo, "tiny.yaml", "longer.yaml")
+    log = (repo / "results" / "logs" / "smoke" / f"{CELL}.log").read_text()
+    assert f"metrics.json was a copy of {kept.name}/metrics.json" in log and "resuming at iteration" in log
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["status"] == "done" and metrics["recipe"]["iterations"] == 200
+    assert list(folder.glob("superseded-*")) == [kept] and files_of(kept) == first
+    assert table6(repo)["status"] == "done"
+
+
+def _new_checkpoint(path: Path) -> bool:
+    try:
+        return load_checkpoint(path)["recipe"]["iterations"] == 200
+    except Exception:  # absent, or being replaced this very moment
+        return False
