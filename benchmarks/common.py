@@ -96,16 +96,16 @@ def endless(loader):
 # ----------------------------------------------------------------------------- the paths
 
 def bench_config(model: str, batch_size: int, device: str, *, bf16: bool, channels_last: bool,
-                 cuda_graphs: bool, compile: bool = False) -> Job:
+                 cuda_graphs: bool, compile: bool = False, bn_group: int = 0) -> Job:
     """A Job carrying what resnet.step.make_step reads (the paper's CIFAR optimiser, Sec. 4.2)."""
     recipe = CifarRecipe(model=model, dataset="cifar10", seed=0, batch_size=batch_size, lr=0.1, momentum=0.9,
-                         weight_decay=1e-4, iterations=1, milestones=(), lr_decay=0.1, bn_group=0, eval_every=1,
+                         weight_decay=1e-4, iterations=1, milestones=(), lr_decay=0.1, bn_group=bn_group, eval_every=1,
                          log_every=1, warmup_lr=None, warmup_until_train_error=None, val_size=0, train_subset=0,
                          test_subset=0)
     engine = Engine(device=device, bf16=bf16, channels_last=channels_last, cuda_graphs=cuda_graphs, compile=compile,
-                    deterministic=False, checkpoint_every=1, workers=0)
+                    deterministic=False, checkpoint_every=1, workers=0, processes=1)
     data = Data(cifar10="", cifar10_download=False, cifar10_partial=False, imagenet="synthetic",
-                imagenet_loader="auto", cache=str(BENCH_DATA))
+                imagenet_prepared="auto", imagenet_partial=True, imagenet_loader="auto", cache=str(BENCH_DATA))
     return Job(recipe=recipe, scale="bench", engine=engine, data=data,
                mlflow=MLflowSettings(tracking_uri="", experiment="bench", live=False), max_resubmits=0)
 

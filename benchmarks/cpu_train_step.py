@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/cpu_train_step.py                  # ResNet-20 and 56, batch 128
     .venv/bin/python benchmarks/cpu_train_step.py --models cifar-resnet-20 --steps 5
+    .venv/bin/python benchmarks/cpu_train_step.py --models cifar-resnet-20 --bn-group 64 --with-variants
 
 Both paths train the same model with the same SGD (benchmarks/common.py says what each does). On
 the CPU the project's step is fp32 and eager (bf16 and CUDA graphs are CUDA only), so what differs
@@ -9,6 +10,10 @@ here is the input pipeline (set in memory, batch augmentation vs PIL transforms 
 workers) and the memory format (channels_last vs NCHW). Warm-up steps are excluded; both paths are
 measured in the same process. Real CIFAR-10 is used when ../shared/data holds it (decoded once into
 .bench-data/), else random arrays of the same size.
+
+``--with-variants`` adds what else a CPU could do with the same step: bf16 autocast on the CPU
+(evaluation would stay fp32), torch.compile (inductor's CPU kernels), and NCHW instead of
+channels_last. ``--bn-group 64`` is the paper scale's BN groups (the recipe the CPU reference run trains).
 """
 from __future__ import annotations
 
@@ -40,13 +45,38 @@ def paths(model_name: str, images, labels, args) -> dict[str, tuple]:
     loader = baseline_loader(images, labels, args.batch_size, args.workers, pin_memory=False)
     built["baseline"] = (plain_step(model, optimizer), baseline_batches(loader, device))
     # The project's path: on-device stream + resnet.step.make_step + channels_last.
-    variants = [("project", True)] + ([("project-nchw", False)] if args.with_nchw else [])
-    for name, channels_last in variants:
+    variants = [("project", True, False)]
+    if args.with_nchw or args.with_variants:
+        variants.append(("project-nchw", False, False))
+    if args.with_variants:
+        variants.append(("project-compile", True, True))
+    for name, channels_last, compile in variants:
         cfg = bench_config(model_name, args.batch_size, "cpu", bf16=True, channels_last=channels_last,
-                           cuda_graphs=True)
+                           cuda_graphs=True, compile=compile, bn_group=args.bn_group)
         _, _, step = make_model_and_step(cfg, device)
         built[name] = (step, project_batches(images, labels, args.batch_size, device, channels_last))
+    if args.with_variants:
+        cfg = bench_config(model_name, args.batch_size, "cpu", bf16=True, channels_last=True, cuda_graphs=False,
+                           bn_group=args.bn_group)
+        model, optimizer, _ = make_model_and_step(cfg, device)
+        built["project-bf16"] = (cpu_bf16_step(model, optimizer),
+                                 project_batches(images, labels, args.batch_size, device, True))
     return built
+
+
+def cpu_bf16_step(model, optimizer):
+    """The project's step with bf16 autocast on the CPU (engine.bf16 is CUDA-only: this measures why)."""
+    def step(images, labels):
+        model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(images)
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach().float(), (logits.detach().argmax(1) != labels).sum()
+
+    return step
 
 
 def measure(model_name: str, images, labels, args) -> dict[str, Timing]:
@@ -77,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per path")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per path")
     parser.add_argument("--with-nchw", action="store_true", help="also time the project's path in NCHW")
+    parser.add_argument("--with-variants", action="store_true",
+                        help="also time bf16 autocast on the CPU, torch.compile and NCHW")
+    parser.add_argument("--bn-group", type=int, default=0, help="BN group of the project's nets (paper scale: 64)")
     parser.add_argument("--workers", type=int, default=2, help="baseline DataLoader workers")
     parser.add_argument("--cifar", default=None, help="CIFAR-10 source (default: ../shared/data tarball if present)")
     args = parser.parse_args(argv)

@@ -4,7 +4,9 @@
     python -m resnet config --cell cifar-resnet-56/seed-0   # what that cell trains, as the workflow hands it
     python -m resnet plan --config config.yaml          # the cells of the configured plan
     python -m resnet synthetic-imagenet --out DIR       # the small synthetic ImageNet-layout set
+    python -m resnet prepare-imagenet --config config.yaml   # ImageNet ready: archives -> class folders, checked
     python -m resnet cost --config config.yaml          # projected device-hours of the plan
+    python -m resnet evaluate RUN_FOLDER                 # a finished cell's weights, evaluated again
     python -m resnet mlflow-sync --config config.yaml   # rebuild the MLflow store from the run folders
 
 Exit status: 0 done; 1 the cell failed (diverged, or interrupted more often than
@@ -70,15 +72,18 @@ def _job(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from resnet.engine.distributed import rank
-    from resnet.engine.launch import relaunch_distributed
+    from resnet.engine.launch import processes_for, run_processes
     from resnet.runs.lock import RunFolderBusy, hold_run_folder
 
     job, out = _job(args)
     try:
         if args.launch:
-            with hold_run_folder(out, wait_s=args.wait_for_folder):
-                pass  # a busy folder is refused here, with this status, rather than inside torchrun
-            relaunch_distributed(job)
+            processes = processes_for(job)
+            if processes > 1:  # the launcher's processes run this command without --launch
+                with hold_run_folder(out, wait_s=args.wait_for_folder):
+                    pass  # a busy folder is refused here, with this status, rather than by process 0
+                argv = [word for word in args.argv if word not in ("--launch", "--record-failure")]
+                return run_processes(job, processes, argv, out, args.record_failure, args.retry_of or None)
         # Process 0 holds the folder from the start to the failure record (train() holds it too).
         with hold_run_folder(out, wait_s=args.wait_for_folder) if rank() == 0 else nullcontext():
             return _train_and_record(job, out, args)
@@ -126,7 +131,7 @@ def _train_and_record(job, out: Path, args: argparse.Namespace) -> int:
             return EXIT_FAILED
         print(f"failed: {job.cell}: {reason} (recorded in {out / 'metrics.json'})", file=sys.stderr)
         return 0
-    if metrics is None:  # a torchrun process other than 0: process 0 reports
+    if metrics is None:  # a training process other than 0: process 0 reports
         return 0
     shown = {k: round(v, 2) for k, v in metrics.final.items() if isinstance(v, float)}
     print(f"{job.cell}: {metrics.status} {shown} -> {out}")
@@ -158,6 +163,55 @@ def cmd_synthetic_imagenet(args: argparse.Namespace) -> int:
 
     print(make_synthetic_imagenet(args.out, seed=args.seed))
     return 0
+
+
+def cmd_prepare_imagenet(args: argparse.Namespace) -> int:
+    """data.imagenet made ready for its cells: the archives prepared into class folders (once), the
+    folder listed and checked; ``--receipt`` records what the cells will read (the workflow's rule)."""
+    import signal
+
+    from resnet.config.preflight import imagenet_kind
+    from resnet.config.schema import ConfigError, parse
+    from resnet.config.sections import Data
+    from resnet.data.imagenet.folders import imagenet_listing
+    from resnet.runs.files import atomic_write_text
+
+    if args.settings:
+        try:
+            settings = json.loads(args.settings)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--settings: not JSON ({error})") from None
+        data, workers = parse(Data, settings.get("data") if isinstance(settings, dict) else None, "data"), args.workers or 1
+    else:
+        config = _config(args)
+        data, workers = config.data, args.workers or config.resources.imagenet_prepare.cpus
+
+    def stop(signum, _frame):  # a class being extracted finishes; the next run resumes after it
+        raise SystemExit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGTERM, stop)
+    listing = imagenet_listing(data, workers=workers)
+    print(f"ImageNet ready: {listing.describe()} in {listing.root} (listing sha256 {listing.digest[:16]})")
+    if args.receipt:
+        receipt = {"source": data.imagenet, "kind": imagenet_kind(data.imagenet), "root": listing.root,
+                   "classes": listing.num_classes, "train_images": listing.count("train"),
+                   "val_images": listing.count("val"), "content_hash": listing.digest}
+        atomic_write_text(Path(args.receipt), json.dumps(receipt, indent=2) + "\n")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """A finished cell's weights evaluated again, each number beside the one metrics.json records."""
+    from resnet.engine.evaluate import evaluate_run
+
+    numbers = evaluate_run(Path(args.folder), device=args.device)
+    differ = False
+    for key, measured, recorded in numbers:
+        same = recorded is not None and abs(measured - float(recorded)) < 1e-9
+        differ |= recorded is not None and not same
+        note = "recorded: none" if recorded is None else ("the recorded number" if same else f"recorded: {recorded:.4f}")
+        print(f"{key}: {measured:.4f} ({note})")
+    return EXIT_FAILED if differ else 0
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
@@ -200,7 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m resnet", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_train(commands)
+    _add_tools(commands)
+    return parser
 
+
+def _add_train(commands) -> None:
     train = commands.add_parser("train", help="train (or resume) one cell")
     train.add_argument("--config", default="config.yaml", help="the experiment's config.yaml")
     train.add_argument("--cell", help="MODEL/seed-N, e.g. cifar-resnet-56/seed-0")
@@ -214,12 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="if another trainer holds the run folder, wait up to SECONDS for it before "
                             "exiting with status 73 (default: exit at once; the workflow passes a wait)")
     train.add_argument("--launch", action="store_true",
-                       help="ImageNet with several GPUs visible: run one process per GPU under torchrun")
+                       help="ImageNet: run engine.processes training processes (0: one per visible GPU)")
     train.add_argument("--quiet", action="store_true", help="no progress lines")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config key, e.g. --set recipes.cifar10.lr=0.05 (repeatable)")
     train.set_defaults(func=cmd_train)
 
+
+def _add_tools(commands) -> None:
     show = commands.add_parser("config", help="print one cell's resolved recipe and settings as JSON")
     show.add_argument("--config", default="config.yaml")
     show.add_argument("--cell", required=True, help="MODEL/seed-N, e.g. cifar-resnet-56/seed-0")
@@ -237,6 +298,22 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.set_defaults(func=cmd_synthetic_imagenet)
 
+    prepare = commands.add_parser("prepare-imagenet", help="make data.imagenet ready: the ILSVRC2012 archives "
+                                  "prepared into class folders (once), the folder listed and checked")
+    prepare.add_argument("--config", default="config.yaml")
+    prepare.add_argument("--set", action="append", metavar="KEY=VALUE",
+                         help="override a config key, e.g. --set data.imagenet=/data/ilsvrc2012 (repeatable)")
+    prepare.add_argument("--settings", help="the settings as JSON (the workflow passes this instead of --config)")
+    prepare.add_argument("--workers", type=int, default=0,
+                         help="processes extracting the training archive (default resources.imagenet_prepare.cpus)")
+    prepare.add_argument("--receipt", help="write what the cells will read here as JSON (the workflow's rule)")
+    prepare.set_defaults(func=cmd_prepare_imagenet)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a finished cell's weights again, beside its recorded numbers")
+    evaluate.add_argument("folder", help="a cell's run folder (metrics.json and weights.pt or checkpoint.pt)")
+    evaluate.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
     cost = commands.add_parser("cost", help="projected device-hours of the configured plan, before running it")
     cost.add_argument("--config", default="config.yaml")
     cost.add_argument("--measure-iterations", type=int, default=2,
@@ -250,7 +327,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="override a config key, e.g. --set mlflow.tracking_uri=http://host:5000 (repeatable)")
     sync.add_argument("--runs", help="the scale's run folders (default results/runs/<scale>)")
     sync.set_defaults(func=cmd_mlflow_sync)
-    return parser
 
 
 def _no_room(error: BaseException) -> str | None:
@@ -276,6 +352,7 @@ def _unwritable(error: OSError) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given (the launcher reuses it)
     try:
         code = args.func(args)
         sys.stdout.flush()  # here, so that a closed pipe is noticed inside the try

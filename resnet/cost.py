@@ -101,6 +101,7 @@ def input_ceiling(loader: str, short_side: tuple[int, int], crop: int, cores: fl
     """
     import tempfile
 
+    from resnet.data.imagenet.listing import list_imagenet
     from resnet.data.imagenet.pil import ImageNetTrainSet
     from resnet.data.imagenet.sampler import ResumableSampler
     from resnet.data.imagenet.synthetic import make_synthetic_imagenet
@@ -108,7 +109,7 @@ def input_ceiling(loader: str, short_side: tuple[int, int], crop: int, cores: fl
     with tempfile.TemporaryDirectory(prefix="cost-imagenet-") as folder:
         root = make_synthetic_imagenet(Path(folder) / "jpegs", num_classes=4, train_per_class=-(-images // 4),
                                                 val_per_class=1, min_side=300, max_side=500, seed=0)
-        dataset = ImageNetTrainSet(root, tuple(short_side), crop)
+        dataset = ImageNetTrainSet(list_imagenet(root), tuple(short_side), crop)  # the one listing of the set
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:

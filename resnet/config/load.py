@@ -135,12 +135,14 @@ def _check_schedules(config: Config, fail) -> None:
             raise fail(dataset, "milestones", f"milestone {milestones[-1]} is not before the end of training "
                        f"(iterations {recipe.iterations}): lower it or raise iterations")
         per_process = recipe.batch_size
-        gpus = config.resources.imagenet.gpus
-        if dataset == "imagenet" and gpus > 1:
-            if recipe.batch_size % gpus:
-                raise fail(dataset, "batch_size", f"{recipe.batch_size} does not split over resources.imagenet.gpus"
-                           f"={gpus}: use a multiple of {gpus}")
-            per_process = recipe.batch_size // gpus
+        # ImageNet's processes: engine.processes when set, else one per GPU of the job
+        processes, key = ((config.engine.processes, "engine.processes") if config.engine.processes
+                          else (config.resources.imagenet.gpus, "resources.imagenet.gpus"))
+        if dataset == "imagenet" and processes > 1:
+            if recipe.batch_size % processes:
+                raise fail(dataset, "batch_size", f"{recipe.batch_size} does not split over {key}={processes}: use a "
+                           f"multiple of {processes}")
+            per_process = recipe.batch_size // processes
         if recipe.bn_group and (per_process % recipe.bn_group):
             raise fail(dataset, "bn_group", f"{recipe.bn_group} does not divide the per-process batch of "
                        f"{per_process}: use a divisor of it, or 0 for the whole batch")

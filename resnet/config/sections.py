@@ -19,6 +19,17 @@ REFERENCE_BATCH = {"cifar10": 128, "imagenet": 256}
 CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
 
 
+# ILSVRC2012 classification: 1,000 classes, 1,281,167 training and 50,000 validation images (the paper's
+# Sec. 4.1: "1000 classes ... 1.28 million training images ... 50k validation images"; the exact
+# training count is the devkit readme's).
+IMAGENET_SIZES = {"classes": 1_000, "train": 1_281_167, "val": 50_000}
+
+
+# The three archives ILSVRC2012 ships (the names torchvision.datasets.imagenet.ARCHIVE_META expects).
+IMAGENET_ARCHIVES = {"train": "ILSVRC2012_img_train.tar", "val": "ILSVRC2012_img_val.tar",
+                     "devkit": "ILSVRC2012_devkit_t12.tar.gz"}
+
+
 @dataclass(frozen=True)
 class Data:
     cifar10: str = setting("a torchvision CIFAR-10 folder (holding cifar-10-batches-py/), an ImageFolder tree "
@@ -26,7 +37,12 @@ class Data:
     cifar10_download: bool = setting("true: download torchvision's CIFAR-10 into data.cifar10 when it is missing")
     cifar10_partial: bool = setting("true: accept a source that is not the whole of CIFAR-10 (50,000 + 10,000 "
                                     "images, 10 balanced classes), e.g. a small test fixture")
-    imagenet: str = setting("an ILSVRC2012 folder with train/ and val/ class folders, or 'synthetic'")
+    imagenet: str = setting("a folder holding ILSVRC2012's three archives (prepared into data.imagenet_prepared), "
+                            "a folder with train/ and val/ class folders, or 'synthetic'")
+    imagenet_prepared: str = setting("where the class folders built from the archives go: 'auto' (a folder "
+                                     "'prepared' beside the archives) or a folder, e.g. node-local scratch")
+    imagenet_partial: bool = setting("true: accept an ImageNet that is not the whole of ILSVRC2012 (1,000 classes, "
+                                     "1,281,167 + 50,000 images), e.g. a deliberate subset or a test fixture")
     imagenet_loader: str = setting("auto (DALI on CUDA when installed, else PIL) | dali | pil",
                                    choices=("auto", "dali", "pil"))
     cache: str = setting("folder for decoded CIFAR arrays and the synthetic ImageNet set")
@@ -104,6 +120,7 @@ class Engine:
     deterministic: bool = setting("deterministic kernels")
     checkpoint_every: int = setting("iterations between periodic checkpoints", min=1)
     workers: int = setting("ImageNet input worker processes per training process", min=0)
+    processes: int = setting("ImageNet training processes per job (0: one per visible GPU, one without a GPU)", min=0)
 
 
 @dataclass(frozen=True)
@@ -118,6 +135,7 @@ class JobResources:
 class Resources:
     cifar10: JobResources
     imagenet: JobResources
+    imagenet_prepare: JobResources  # the job making ImageNet ready (workflow/rules/data.smk)
     max_resubmits: int = setting("how often an interrupted cell is resubmitted before it is marked failed", min=0)
     cifar_cells_per_gpu: int = setting("one machine: CIFAR cells sharing one GPU (with --resources gpu_slots)",
                                        min=1)

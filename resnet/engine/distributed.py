@@ -1,14 +1,22 @@
-"""Several processes (torchrun) training one cell with DistributedDataParallel, or one process.
+"""Several processes training one cell with DistributedDataParallel (resnet.engine.launch), or one.
 
 The global batch is preserved: each of W processes takes batch_size / W images of every global
-batch. Process 0 alone evaluates and writes files and MLflow; the others wait at a barrier.
+batch. Every process evaluates its share of the evaluation images (the counts are summed); process
+0 alone writes the run's files and talks to MLflow.
 """
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as torch_dist
+
+# The longest a collective may wait for the other processes: longer than anything one process does
+# alone between two collectives (its share of an evaluation pass, a checkpoint write; MLflow calls
+# run beside the loop, resnet.engine.mirror). A process that has died makes the others fail here
+# instead of waiting for ever.
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 
 
 def rank() -> int:
@@ -25,7 +33,8 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def under_torchrun() -> bool:
+def launched() -> bool:
+    """True in a process started by a launcher (resnet.engine.launch, or torchrun) as one of several."""
     return "WORLD_SIZE" in os.environ
 
 
@@ -45,8 +54,10 @@ class Distributed:
             if torch.cuda.is_available():
                 self.device = torch.device("cuda", local_rank())
                 torch.cuda.set_device(self.device)
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
-            torch_dist.init_process_group(backend=backend)
+            if self.device.type == "cuda":
+                torch_dist.init_process_group(backend="nccl", timeout=COLLECTIVE_TIMEOUT, device_id=self.device)
+            else:
+                torch_dist.init_process_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -60,7 +71,10 @@ class Distributed:
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def any(self, flag: bool) -> bool:
-        """True on every process when any process has the flag (a signal reached one of them)."""
+        """True on every process when any process has the flag (a signal reached one of them).
+
+        A collective with a host synchronisation: the loop asks only where the processes meet
+        anyway (a curve row, a checkpoint), not at every step."""
         if not self.enabled:
             return flag
         value = torch.tensor([1.0 if flag else 0.0], device=self.device)
@@ -82,6 +96,23 @@ class Distributed:
         everyone = [torch.empty_like(mine) for _ in range(self.world_size)]
         torch_dist.all_gather(everyone, mine)
         return [tensor.tolist() for tensor in everyone]
+
+    def from_main(self, make):
+        """``make()`` computed by process 0 alone and handed to every process (a listing of a large
+        folder, once for the whole job). An error there is raised on every process, as its type."""
+        if not self.enabled:
+            return make()
+        box = [None]
+        if self.is_main:
+            try:
+                box = [("value", make())]
+            except Exception as error:  # noqa: BLE001 - handed on, then raised here too
+                box = [("error", error)]
+        torch_dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
+        kind, value = box[0]
+        if kind == "error":
+            raise value
+        return value
 
     def barrier(self) -> None:
         if self.enabled:

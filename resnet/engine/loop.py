@@ -6,9 +6,11 @@
 Running the same call again after an interruption resumes from the last checkpoint: model,
 optimiser, learning-rate schedule (including the warm-up state), data position, the curve so far
 and the MLflow run. Training stops cleanly on SIGTERM / SIGUSR1 / SIGINT (how SLURM warns before
-a time limit or preempts): it finishes the current iteration, writes a checkpoint and raises
-Interrupted. A non-finite training loss stops the cell as failed (Diverged); the last checkpoint,
-written before the divergence, is kept.
+a time limit or preempts): it finishes the current iteration (one process) or log interval
+(several processes, which agree on stopping where they meet anyway), also when the signal came
+during an evaluation or a checkpoint write, then writes a checkpoint and raises Interrupted. A
+non-finite training loss stops the cell as failed (Diverged); the last checkpoint, written before
+the divergence, is kept.
 """
 from __future__ import annotations
 
@@ -25,10 +27,11 @@ from resnet.config.job import Job
 from resnet.engine import distributed
 from resnet.engine.device import pick_device
 from resnet.engine.interval import Interval, carried_of, close_interval, snapshot_intervals
-from resnet.engine.outcome import open_tracker, record_failure, write_metrics
+from resnet.engine.mirror import Mirror
+from resnet.engine.outcome import record_failure, write_metrics
 from resnet.engine.schedule import learning_rate, warmup_check
 from resnet.engine.step import make_step
-from resnet.engine.stops import Diverged, GaveUp, Interrupted, StopRequest
+from resnet.engine.stops import Diverged, GaveUp, Interrupted, StopRequest, signal_point
 from resnet.engine.tasks import make_task
 from resnet.models.nets import build_model
 from resnet.runs import files as runfiles
@@ -42,7 +45,7 @@ def train(job: Job, out: Path, quiet: bool = False, retry_of: str | None = None,
     """Train (or resume, or skip if done) one cell; write its files; return its metrics.
 
     ``retry_of``: the workflow's rerun token of the record this run replaces (resnet.runs.folder
-    .rerun_token; recorded in metrics.json). Returns None on torchrun processes other than 0.
+    .rerun_token; recorded in metrics.json). Returns None on training processes other than 0.
     Process 0 holds the run folder's lock throughout (RunFolderBusy if another trainer holds it
     for longer than ``wait_s``) and alone prepares the folder; the others start after it has.
     """
@@ -71,7 +74,7 @@ class _Run:
         if job.engine.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.device = pick_device(job.engine.device) if not dist.enabled else dist.device
-        self.task = make_task(job, self.device)
+        self.task = make_task(job, self.device, dist)
         model = build_model(self.recipe.model, num_classes=self.task.num_classes, bn_group=self.recipe.bn_group)
         self.model = model.to(self.device)
         if job.engine.channels_last:
@@ -95,32 +98,59 @@ class _Run:
         dist.print(banner(job, self.device, self.model, dist))
         self.step = make_step(dist.wrap(self.model), self.optimizer, job, self.device, single_process=not dist.enabled)
         # mlflow.live false: no MLflow here; the workflow's summary step (or mlflow-sync) logs the run
-        self.tracker = open_tracker(job, self.state) if dist.is_main and job.mlflow.live else None
+        self.mirror = Mirror(job, self.state) if dist.is_main and job.mlflow.live else None
         self.interval = Interval(carried_of(self.state.carried, dist), self.device)  # resumed: the stop's sums
 
     def save(self) -> None:
         state = self.state
+        signal_point("checkpoint", state.iteration, self.dist.rank)
         # A half-finished log interval travels in the checkpoint, each process's sums apart.
         state.carried = snapshot_intervals(self.interval, self.dist)
+        self._check_replicas()
         if not self.dist.is_main:
             return
-        # MLflow first, so the checkpoint's rows_in_mlflow counts the rows logged. Rows logged by a
-        # run killed before its next checkpoint are skipped by the resumed Tracker (per metric).
-        # Rows the store refused (a warning said why) stay counted as unsent and go with the next save.
-        if self.tracker and self.tracker.log_rows(state.rows[state.rows_in_mlflow:]):
-            state.rows_in_mlflow = len(state.rows)
+        # The rows not yet in MLflow go to the mirror's thread; the checkpoint counts those the run
+        # holds so far (a resumed Tracker skips what its earlier attempts logged, per metric), and
+        # names the run (the first checkpoint waits for it to open).
+        if self.mirror:
+            self.mirror.opened()
+            self.mirror.log_rows()
         Checkpoint(recipe=self.recipe.to_dict(), model=self.model.state_dict(),
                    optimizer=self.optimizer.state_dict(), torch_rng=torch.get_rng_state(),
                    state=state).save(self.checkpoint_path)
         runfiles.write_curve(self.out / "curve.csv", state.rows)
 
+    def _check_replicas(self) -> None:
+        """Several processes hold the same weights (their gradients are averaged before every
+        update), bit for bit: checked at each checkpoint, since only process 0's weights are saved."""
+        if not self.dist.enabled:
+            return
+        with torch.no_grad():
+            params = [p.detach().double() for p in self.model.parameters()]
+            mine = [float(sum(p.sum() for p in params)), float(sum(p.square().sum() for p in params))]
+        everyone = self.dist.gather(mine)
+        if any(other != everyone[0] for other in everyone):
+            raise RuntimeError(f"the {self.dist.world_size} training processes hold different weights at iteration "
+                               f"{self.state.iteration} (sum, sum of squares per process: {everyone}): their "
+                               f"updates were not the same")
+
+    def stop_requested(self, met: bool) -> bool:
+        """Whether to stop now. One process: a signal reached it. Several: one reached any of them,
+        asked only where they have just met (``met``: a curve row, a checkpoint, the start), so
+        that no step waits for a collective and all processes stop at the same iteration."""
+        if not self.dist.enabled:
+            return self.stop.signal_name is not None
+        return met and self.dist.any(self.stop.signal_name is not None)
+
     def train(self) -> Metrics | None:
         recipe, state = self.recipe, self.state
         start_iteration, started = state.iteration, time.perf_counter()
+        met = True
         while state.iteration < recipe.iterations:
-            if self.dist.any(self.stop.signal_name is not None):
+            if self.stop_requested(met):
                 self._interrupted()
             iteration = state.iteration
+            signal_point("step", iteration, self.dist.rank)
             lr = learning_rate(recipe, iteration, state.warming_up)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -134,12 +164,14 @@ class _Run:
             self.interval.add(loss, wrong, labels.shape[0])
             state.iteration = iteration = iteration + 1
             evaluate = iteration % recipe.eval_every == 0 or iteration == recipe.iterations
-            if iteration % recipe.log_every == 0 or evaluate:
+            met = iteration % recipe.log_every == 0 or evaluate
+            if met:
                 self._log_row(lr, evaluate, started, start_iteration)
             if iteration % self.job.engine.checkpoint_every == 0 or iteration == recipe.iterations:
                 pause = time.perf_counter()
                 self.save()
                 self.interval.paused += time.perf_counter() - pause
+                met = True
         return self._finish()
 
     def _log_row(self, lr: float, evaluate: bool, started: float, start_iteration: int) -> None:
@@ -149,7 +181,8 @@ class _Run:
         if not math.isfinite(row["train_loss"]):
             self._diverged(row)
         pause = time.perf_counter()
-        if evaluate and self.dist.is_main:  # the other processes wait at their next all-reduce
+        if evaluate:  # every process evaluates its share of the images (resnet.engine.tasks)
+            signal_point("evaluation", row["iteration"], self.dist.rank)
             if row["iteration"] == self.recipe.iterations and getattr(self.task, "final_is_last_evaluation", False):
                 # The final numbers (with their extras, e.g. Figure 7's layer responses) come from
                 # this evaluation's passes over the data; the row shows the same errors.
@@ -164,20 +197,23 @@ class _Run:
         self.interval.paused += time.perf_counter() - pause  # evaluation is not training time
 
     def _interrupted(self) -> None:
+        """Every process: a checkpoint, then Interrupted, or GaveUp (all at once: the state they
+        share counts the interruptions) once there were more than resources.max_resubmits."""
         state = self.state
         state.interruptions += 1
         self.save()
         message = (f"{self.job.cell}: stopped by {self.stop.signal_name or 'a signal'} at iteration "
                    f"{state.iteration}/{self.recipe.iterations}; checkpoint written")
-        if state.interruptions > self.job.max_resubmits and self.dist.is_main:
+        if state.interruptions > self.job.max_resubmits:
             reason = (f"{message}; interrupted {state.interruptions} times, more than resources.max_resubmits="
                       f"{self.job.max_resubmits}: rerun the workflow to resume from the checkpoint")
             state.interruptions = 0  # the checkpoint stays: a later run resumes with a fresh budget
             self.save()
-            self._fail(reason, "FAILED")
+            self._fail(reason)
             raise GaveUp(reason)
-        if self.tracker:
-            self.tracker.finish("KILLED")
+        if self.mirror:
+            self.mirror.finish("KILLED")
+            self.mirror.close()
         raise Interrupted(message + ", run the same command to resume")
 
     def _diverged(self, row: dict[str, Any]) -> None:
@@ -187,30 +223,36 @@ class _Run:
         if self.dist.is_main:
             self.state.rows.append(row)
             runfiles.write_curve(self.out / "curve.csv", self.state.rows)  # the diverged row, as 'nan'
-            if self.tracker:
-                self.tracker.log_rows(self.state.rows[self.state.rows_in_mlflow:])
-            self._fail(reason, "FAILED", iterations=row["iteration"])
+        self._fail(reason, iterations=row["iteration"])
         raise Diverged(reason)
 
-    def _fail(self, reason: str, mlflow_status: str, iterations: int | None = None) -> None:
+    def _fail(self, reason: str, iterations: int | None = None) -> None:
+        """Process 0 records the failure in metrics.json (and MLflow); the others only stop."""
+        if not self.dist.is_main:
+            return
         record_failure(self.job, self.out, reason, iterations=iterations or self.state.iteration,
                        retry_of=self.retry_of)
-        if self.tracker:
-            self.tracker.set_tags({"failure": reason})
-            self.tracker.finish(mlflow_status)
+        if self.mirror:
+            self.mirror.log_rows()
+            self.mirror.finish("FAILED", reason)
+            self.mirror.close()
 
     def _finish(self) -> Metrics | None:
-        final = {}
-        if self.dist.is_main:  # final() ran with the last row unless this process resumed after it
-            final = self.final if self.final is not None else self.task.final(self.model)
+        # final() ran with the last row unless this process resumed after it; every process takes part
+        final = self.final if self.final is not None else self.task.final(self.model)
         step = self.step
         step_info = {"mode": step.mode, "setup_s": round(step.setup_seconds, 3), "captures": step.captures,
                      "eager_steps": step.eager_steps}  # of this (the last) process
-        metrics = None
-        if self.dist.is_main:
-            metrics = write_metrics(self.job, self.out, self.model, self.task, self.state, final, step_info, self.device,
-                               self.tracker, self.retry_of)
-        self.dist.barrier()
+        self.dist.barrier()  # the last collective: from here on process 0 works alone
+        if not self.dist.is_main:
+            return None
+        if self.mirror:
+            self.mirror.flush()  # the run id, for metrics.json
+        metrics = write_metrics(self.job, self.out, self.model, self.task, self.state, final, step_info, self.device,
+                                self.retry_of)
+        if self.mirror:  # the files are written: the cell is done whatever MLflow says from here
+            self.mirror.result(metrics, self.out)
+            self.mirror.close()
         return metrics
 
 

@@ -29,13 +29,16 @@ def record_failure(job: Job, out: Path, reason: str, iterations: int | None = No
     return metrics
 
 
-def open_tracker(job: Job, state: TrainState):
-    """The cell's MLflow run: the one the checkpoint names, else a new one (MLflow trouble: a warning)."""
+def open_tracker(job: Job, state: TrainState, git: dict | None = None):
+    """The cell's MLflow run: the one the checkpoint names, else a new one (MLflow trouble: a warning).
+
+    ``git``: the commit (resnet.runs.provenance.git_commit), read by the caller where a subprocess is
+    safe (not on a thread beside forking loader workers)."""
     from resnet.tracking.run import Tracker, run_description, run_params, run_tags
 
     model = job.recipe.model
     tags = run_tags(cell=job.cell, model=model, seed=job.recipe.seed, scale=job.scale, dataset=job.dataset,
-                    artefacts=artefacts_of(model), git=git_commit())
+                    artefacts=artefacts_of(model), git=git if git is not None else git_commit())
     tracker = Tracker(job.mlflow.tracking_uri, job.mlflow.experiment, run_name=f"{job.scale}/{job.cell}",
                       run_id=state.mlflow_run_id, tags=tags,
                       params=run_params(job.recipe.to_dict(), job.settings()),
@@ -47,7 +50,8 @@ def open_tracker(job: Job, state: TrainState):
     return tracker
 
 
-def write_metrics(job, out, model, task, state: TrainState, final, step_info, device, tracker, retry_of) -> Metrics:
+def write_metrics(job, out, model, task, state: TrainState, final, step_info, device, retry_of) -> Metrics:
+    """metrics.json of a finished cell; its presence with status done ends the cell."""
     rows, recipe = state.rows, job.recipe
     trained_images = recipe.batch_size * recipe.iterations
     metrics = Metrics(
@@ -69,12 +73,4 @@ def write_metrics(job, out, model, task, state: TrainState, final, step_info, de
         provenance=provenance(device, recipe.seed, distributed.world_size()),
     )
     metrics.write(out / "metrics.json")
-    # The files are written: the cell is done whatever MLflow says from here (trouble is a warning).
-    if tracker is None:
-        return metrics
-    if tracker.log_rows(rows[state.rows_in_mlflow:]):  # rows not yet in this run (a new run: all)
-        state.rows_in_mlflow = len(rows)
-    data = metrics.data or {}
-    tracker.log_dataset(recipe.dataset, data.get("content_hash"), data.get("source", ""))
-    tracker.log_result(metrics, out)
     return metrics

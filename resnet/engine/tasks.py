@@ -4,6 +4,10 @@ A task gives the training loop `train_batch(iteration)`, `evaluate(model)` (the 
 validation / test columns), `final(model)` (the numbers of metrics.json), `epoch_of`, `num_classes`,
 `image_size` and `data_info` (which data the cell saw, for metrics.json).
 
+With several processes (an ImageNet cell, resnet.engine.launch) every process trains on its share
+of each batch and evaluates its share of the evaluation images (rank::world_size); the counts are
+summed over the processes, so every number is the one-process number, image for image.
+
 Reported numbers are computed in fp32: evaluation never runs under bf16 autocast, whatever the
 training precision (engine.bf16).
 """
@@ -12,20 +16,18 @@ from __future__ import annotations
 
 import torch
 
-from resnet.data.cifar import stream as cifar
-
-from resnet.data.cifar import source as cifar_source
-
-from resnet.engine import distributed
 from resnet.config.job import Job
+from resnet.data.cifar import source as cifar_source
+from resnet.data.cifar import stream as cifar
+from resnet.engine.stops import ignore_stop_signals
 from resnet.models.measure import recording_layer_responses
 
 EVAL_BATCH = 500
 
 
 @torch.no_grad()
-def error_rate(model, batches, device, topk: int = 1) -> float:
-    """Top-k error in percent over (x, y) batches, model in eval mode (BN moving averages), in fp32."""
+def error_counts(model, batches, device, topk: int = 1) -> tuple[int, int]:
+    """(wrong, images) over (x, y) batches, top-k, model in eval mode (BN moving averages), in fp32."""
     was_training = model.training
     model.eval()
     wrong = torch.zeros((), device=device, dtype=torch.int64)
@@ -36,7 +38,19 @@ def error_rate(model, batches, device, topk: int = 1) -> float:
         wrong += (~(top == labels.to(device)[:, None]).any(dim=1)).sum()
         total += labels.shape[0]
     model.train(was_training)
-    return 100.0 * float(wrong) / max(total, 1)
+    return int(wrong), total
+
+
+def error_rate(model, batches, device, topk: int = 1) -> float:
+    """Top-k error in percent over (x, y) batches (error_counts)."""
+    wrong, total = error_counts(model, batches, device, topk)
+    return 100.0 * wrong / max(total, 1)
+
+
+def percent_wrong(dist, wrong: int, total: int) -> float:
+    """The error in percent of every process's counts together."""
+    wrong, total = dist.sum([wrong, total])
+    return 100.0 * wrong / max(total, 1)
 
 
 class CifarTask:
@@ -50,7 +64,12 @@ class CifarTask:
     num_classes = 10
     image_size = 32
 
-    def __init__(self, job: Job, device: torch.device) -> None:
+    def __init__(self, job: Job, device: torch.device, dist) -> None:
+        if dist.enabled:  # the stream gives every process the whole batch
+            from resnet.config.schema import ConfigError
+
+            raise ConfigError("a CIFAR cell trains in one process: run it without torchrun (engine.processes "
+                              "applies to ImageNet cells)")
         recipe, channels_last = job.recipe, job.engine.channels_last
         self.device = device
         arrays = cifar_source.load_cifar10(job.data.cifar10, job.data.cache, download=job.data.cifar10_download,
@@ -112,30 +131,37 @@ class ImageNetTask:
     Both paths give the same batches (within a grey level) for the same (seed, iteration).
     """
 
-    def __init__(self, job: Job, device: torch.device, loader: str | None = None) -> None:
+    def __init__(self, job: Job, device: torch.device, dist, loader: str | None = None) -> None:
         # Imported here, not at the top: CIFAR jobs need none of it (torchvision, DALI), ~2 s per job.
-        from resnet.data.imagenet.folders import imagenet_classes, resolve_imagenet_root, scan_split
+        from resnet.config.preflight import imagenet_kind
+        from resnet.data.imagenet.folders import imagenet_listing
         from resnet.data.imagenet.loaders import pick_loader
 
         recipe, engine = job.recipe, job.engine
-        self.recipe, self.device, self.workers = recipe, device, engine.workers
-        self.root = resolve_imagenet_root(job.data.imagenet, job.data.cache)
-        self.num_classes = len(imagenet_classes(self.root))
+        self.recipe, self.device, self.workers, self.dist = recipe, device, engine.workers, dist
+        # The folder is listed once for the whole job, by process 0 (prepared from the archives
+        # first if this machine lacks it, by the launcher when there are several processes):
+        # training, both loaders, validation and 10-crop testing read this listing, and its digest
+        # is the data's identity.
+        self.listing = dist.from_main(lambda: imagenet_listing(job.data, workers=max(1, engine.workers)))
+        self.num_classes = self.listing.num_classes
         self.image_size = recipe.crop
         self.loader = pick_loader(job.data.imagenet_loader if loader is None else loader, device)
         self.channels_last = engine.channels_last
-        world, rank = distributed.world_size(), distributed.rank()
-        self._loader_args = dict(root=self.root, batch_size=recipe.batch_size,  # global; each rank takes its share
+        # Loader workers leave SIGTERM / SIGUSR1 / SIGINT to this process (SLURM signals them all).
+        self._shard = dict(rank=dist.rank, world_size=dist.world_size)
+        self._loader_args = dict(root=self.listing, batch_size=recipe.batch_size,  # global; each rank takes its share
                                  seed=recipe.seed, short_side=tuple(recipe.train_short_side), crop=recipe.crop,
-                                 workers=engine.workers, rank=rank, world_size=world, device=device,
-                                 channels_last=engine.channels_last)
+                                 workers=engine.workers, device=device, channels_last=engine.channels_last,
+                                 worker_init=ignore_stop_signals, **self._shard)
         self._stream = None
         self._next_iteration = None
         self._val = None
-        self.train_size = len(scan_split(self.root, "train")[1])
-        self.data_info = {"source": job.data.imagenet, "root": str(self.root),
-                          "kind": "synthetic" if job.data.imagenet == "synthetic" else "folder",
-                          "train_images": self.train_size, "loader": self.loader}
+        self.train_size = self.listing.count("train")
+        self.data_info = {"source": job.data.imagenet, "root": self.listing.root,
+                          "kind": imagenet_kind(job.data.imagenet), "content_hash": self.listing.digest,
+                          "classes": self.num_classes, "train_images": self.train_size,
+                          "val_images": self.listing.count("val"), "loader": self.loader}
 
     def train_batch(self, iteration: int):
         from resnet.data.imagenet.loaders import train_loader
@@ -154,24 +180,24 @@ class ImageNetTask:
         from resnet.data.imagenet.loaders import val_loader
 
         if self._val is None:  # kept: DALI's pipeline (and PIL's workers) start once
-            self._val = val_loader(self.loader, self.root, batch_size=min(self.recipe.batch_size, 256),
+            self._val = val_loader(self.loader, self.listing, batch_size=min(self.recipe.batch_size, 256),
                                    resize=self.recipe.test_short_side, crop=self.recipe.crop, workers=self.workers,
-                                   device=self.device, channels_last=self.channels_last)
-        # Figure 4's bold curves: centre-crop validation error.
-        return {"val_error": error_rate(model, self._val, self.device)}
+                                   device=self.device, channels_last=self.channels_last,
+                                   worker_init=ignore_stop_signals, **self._shard)
+        # Figure 4's bold curves: centre-crop validation error, this process's share of the images.
+        return {"val_error": percent_wrong(self.dist, *error_counts(model, self._val, self.device))}
 
     def final(self, model) -> dict:
-        from resnet.data.imagenet.evaluation import ten_crop_eval
+        from resnet.data.imagenet.evaluation import ten_crop_counts
 
         centre = self.evaluate(model)["val_error"]
-        ten = ten_crop_eval(model, self.root, short_side=self.recipe.test_short_side,
-                                          crop=self.recipe.crop, batch_size=max(1, min(self.recipe.batch_size, 64)),
-                                          device=self.device, workers=self.workers)
-        return {"val_error": centre, "top1_10crop": ten["top1_error"], "top5_10crop": ten["top5_error"],
-                "test_short_side": self.recipe.test_short_side}
+        counts = ten_crop_counts(model, self.listing, short_side=self.recipe.test_short_side, crop=self.recipe.crop,
+                                 batch_size=max(1, min(self.recipe.batch_size, 64)), device=self.device,
+                                 workers=self.workers, worker_init=ignore_stop_signals, **self._shard)
+        top1, topk, images = self.dist.sum([counts.top1_correct, counts.topk_correct, counts.images])
+        return {"val_error": centre, "top1_10crop": 100.0 * (1 - top1 / images),
+                "top5_10crop": 100.0 * (1 - topk / images), "test_short_side": self.recipe.test_short_side}
 
 
-def make_task(job: Job, device: torch.device):
-    from resnet.engine.tasks import CifarTask, ImageNetTask
-
-    return (CifarTask if job.dataset == "cifar10" else ImageNetTask)(job, device)
+def make_task(job: Job, device: torch.device, dist):
+    return (CifarTask if job.dataset == "cifar10" else ImageNetTask)(job, device, dist)

@@ -59,11 +59,11 @@ def collect(config, metrics_files: list[Path]) -> dict[str, CellResult]:
     for file in map(Path, metrics_files):
         model, seed = parse_cell(f"{file.parent.parent.name}/{file.parent.name}")
         cell = Cell(model, seed, parse_model_name(model).dataset)
-        cells[cell.id] = _read_cell(cell, file.parent)
+        cells[cell.id] = read_cell(cell, file.parent)
     return cells
 
 
-def _read_cell(cell, folder: Path) -> CellResult:
+def read_cell(cell, folder: Path) -> CellResult:
     result = CellResult(cell.id, cell.model, cell.seed, cell.dataset, NOT_RUN)
     result.curve = _read_curve(folder / "curve.csv")
     try:

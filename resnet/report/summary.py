@@ -17,6 +17,7 @@ import pandas as pd
 
 from resnet import paper
 from resnet.report.cells import DONE, FAILED, NOT_RUN, CellResult, collect, normalised_config
+from resnet.report.reference import REFERENCE
 from resnet.report.tables import table2_frame, table3_frame, table6_frame
 from resnet.runs import files as runfiles
 
@@ -118,6 +119,7 @@ def _table_summary(name: str, frame: pd.DataFrame) -> str:
     counts = Counter(trained["status"])
     text = title + (f"{len(done)} of {len(trained)} trained rows have results "
                     f"({counts[FAILED]} failed, {counts[NOT_RUN]} not run).\n")
+    text += _reference_rows(name, trained[trained["status"] == REFERENCE])
     if done.empty:
         return text + "\n"
     tolerance = MATCH_POINTS[name]
@@ -136,6 +138,17 @@ def _table_summary(name: str, frame: pd.DataFrame) -> str:
             f"- {row} {label}: {ours:.2f} vs the paper's {theirs:.2f} ({diff:+.2f} points)\n"
             for _, row, label, ours, theirs, diff in off[:5])
     return text + "\n"
+
+
+def _reference_rows(name: str, rows: pd.DataFrame) -> str:
+    """The rows filled from results-reference/ (cells this run did not train), apart from the others."""
+    if rows.empty:
+        return ""
+    label, ours, theirs, _ = TABLE_COLUMNS[name][0]
+    shown = [f"{record['row']} {label} {record[ours]:.2f} (the paper's {record[theirs]:.2f})"
+             for record in rows.to_dict("records") if pd.notna(record[ours])]
+    return (f"\nReference results, not trained by this run (results-reference/, marked `reference` in the "
+            f"table): {'; '.join(shown)}.\n")
 
 
 def _find_artefacts(base: Path) -> dict[str, Path]:

@@ -32,6 +32,7 @@ from resnet import paper
 
 from resnet.runs import files as runfiles
 from resnet.report.cells import CellResult, cells_of, collect, normalised_config, row_status
+from resnet.report.reference import reference_cells, with_reference
 from resnet.models.measure import count_parameters, table1_rows
 from resnet.models.nets import build_model
 
@@ -100,7 +101,7 @@ def table2_frame(config: dict, cells: dict[str, CellResult]) -> pd.DataFrame:
     """Table 2: ImageNet top-1 error (%), 10-crop, per model."""
     rows = []
     for model, paper_row in paper.TABLE2.items():
-        status, reason, done = row_status(cells_of(cells, model))
+        status, reason, done = with_reference(config.scale, model, row_status(cells_of(cells, model)))
         top1, top1_std = mean_std(_finals(done, "top1_10crop"))
         centre, _ = mean_std(_finals(done, "val_error"))
         rows.append({
@@ -120,7 +121,7 @@ def table3_frame(config: dict, cells: dict[str, CellResult]) -> pd.DataFrame:
             status, reason, done = QUOTED, "quoted by the paper, not trained", []
             label, model = key, ""
         else:
-            status, reason, done = row_status(cells_of(cells, key))
+            status, reason, done = with_reference(config.scale, key, row_status(cells_of(cells, key)))
             label, model = paper.paper_label(key, "table3"), key
         top1, _ = mean_std(_finals(done, "top1_10crop"))
         top5, _ = mean_std(_finals(done, "top5_10crop"))
@@ -157,7 +158,7 @@ def table6_frame(config: dict, cells: dict[str, CellResult]) -> pd.DataFrame:
                "diff_test_error": None, "diff_mean": None, "status": QUOTED,
                "reason": "quoted by the paper, not trained"}
         if not paper_row.quoted:
-            status, reason, done = row_status(cells_of(cells, key))
+            status, reason, done = with_reference(config.scale, key, row_status(cells_of(cells, key)))
             errors = _finals(done, "test_error")
             if paper_row.runs > 1:  # He et al. 2015, Table 6: "best (mean±std)" over the runs
                 value, mean, std = best_mean_std(errors)
@@ -232,7 +233,8 @@ def _write_table(name: str, config: dict, metrics_files: list[Path], out_csv: Pa
     cells = collect(config, metrics_files)
     frame = FRAMES[name](config, cells)
     # Which data each row's cells saw (the original CIFAR-10 or the JPEG copy, ImageNet or the synthetic set).
-    frame["data"] = [data_label(cells_of(cells, model)) if model else "" for model in frame["model"]]
+    frame["data"] = [data_label(cells_of(cells, model) or reference_cells(config.scale, model)) if model else ""
+                     for model in frame["model"]]
     seen = data_label(list(cells.values()))
     header = scale_header(config, TITLES[name]) + (f"\nData: {seen}.\n" if seen else "")
     _write(frame, Path(out_csv), header + "\n" + NOTES[name] + "\n")

@@ -20,7 +20,8 @@ import pytest
 
 from tests.support.mlflow_store import artifacts_of, runs_of
 from tests.support.mlflow_ui import chromium_dump_dom, chromium_screenshot, ensure_chromium, start_mlflow_ui
-from tests.support.workflow import run_folders
+from tests.support import skip_or_fail
+from tests.support.workflow import checkout_commit, run_folders
 
 # the session fixture smoke_results_local, registered once so that every module shares one local run
 pytest_plugins = ["tests.support.workflow"]
@@ -55,6 +56,18 @@ def cifar_run(store) -> dict:
     return next(run for run in store["cells"] if run["name"] == "smoke/cifar-resnet-20/seed-0")
 
 
+def test_every_run_carries_the_checkouts_commit(store):
+    """The copy the plan ran in is a git repository at the checkout's commit: metrics.json and each
+    run's mlflow.source.git.commit name it (not "unknown"), so the run page below has one to show."""
+    commit = checkout_commit()
+    if commit is None:
+        skip_or_fail("the checkout is not a git repository: the runs record no commit")
+    for run in store["cells"]:
+        metrics = json.loads((store["root"] / "results/runs" / run["name"] / "metrics.json").read_text())
+        assert metrics["provenance"]["git"]["commit"] == commit, run["name"]
+        assert run["tags"]["mlflow.source.git.commit"] == commit, run["name"]
+
+
 def test_runs_list_shows_every_run_with_source_and_dataset(ui, store, tmp_path):
     url = f"{ui.url}/#/experiments/{store['experiment_id']}/runs"
     t0 = time.monotonic()
@@ -77,10 +90,7 @@ def test_cell_run_page_shows_source_commit_dataset_and_the_paper(ui, store, tmp_
     html = chromium_dump_dom(url)
     assert "python -m resnet train" in html
     commit = metrics["provenance"]["git"]["commit"]
-    if commit != "unknown":
-        assert commit[:7] in html, "no git commit beside the source"
-    else:  # the end-to-end copy of the repository has no .git: the run claims no commit
-        assert "mlflow.source.git.commit" not in run["tags"]
+    assert commit != "unknown" and commit[:7] in html, "no git commit beside the source"
     # the dataset with its digest and its context tag ("training"; the page capitalises it by CSS)
     assert metrics["data"]["content_hash"][:12] in html and ">training<" in html, "no dataset on the run page"
     assert "Table 6, row ResNet-20: test error 8.75%" in html, "no description naming the paper's row"

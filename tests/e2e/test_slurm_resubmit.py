@@ -12,8 +12,13 @@ CIFAR cells whose jobs get a 2-minute time limit, several times shorter than the
   would not do: SLURM turns it into SIGTERM first, and the trainer saves) after its first periodic
   checkpoint; the resubmitted job resumes from that checkpoint, losing only the iterations since.
 
-Neither leaves a half-written file in results/. About 4-6 minutes on two idle cores, up to 10 on
-slower or busy ones (the jobs and the local reference share the cores).
+* resnet-18 (ImageNet, synthetic): two training processes (engine.processes, gloo on the CPU, as an
+  8-GPU node runs eight) with a loader worker each, stopped by SLURM's warning at every limit: the
+  launcher, the processes and their workers all get SIGTERM, the processes checkpoint and exit 75,
+  and the cell crosses at least two limits to end done within resources.max_resubmits.
+
+None leaves a half-written file in results/. About 6-10 minutes on two idle cores, more on slower or
+busy ones (the jobs and the local reference share the cores).
 """
 from __future__ import annotations
 
@@ -28,10 +33,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import require_cifar
 from tests.support.mlflow_store import metric_history, runs_of
 from tests.support.slurm import slurm_cluster  # noqa: F401  (session fixture)
 from tests.support.workflow import (
-    CIFAR_TARBALL,
     SMOKE_OVERRIDES,
     VENV_BIN,
     check_no_partial_files,
@@ -45,7 +50,7 @@ from tests.support.workflow import (
 
 pytestmark = pytest.mark.slow
 
-LONG, KILLED = "cifar-resnet-20/seed-0", "cifar-plain-20/seed-0"
+LONG, KILLED, IMAGENET = "cifar-resnet-20/seed-0", "cifar-plain-20/seed-0", "resnet-18/seed-0"
 # 28,800 images at batch 32: over 90 s of training even on a whole idle CPU core (ResNet-20, at
 # most ~300 images/s here), more than one 2-minute job holds after its start-up and the 30 s
 # warning; so at least two jobs, however fast the machine.
@@ -53,17 +58,23 @@ ITERATIONS = 900
 BATCH = 32
 CHECKPOINT_EVERY = 20
 LOG_EVERY = 10
+# ImageNet at 32-pixel crops, 8 images a step over two processes: several 2-minute jobs of training.
+IMAGENET_ITERATIONS = 800
+MAX_RESUBMITS = 12
 OVERRIDES = {
     **SMOKE_OVERRIDES,
-    "plan": {"cifar10": True, "imagenet": False, "cifar_plain_depths": [20], "cifar_resnet_depths": [20],
-             "resnet110_seeds": []},
+    "plan": {"cifar10": True, "imagenet": True, "cifar_plain_depths": [20], "cifar_resnet_depths": [20],
+             "resnet110_seeds": [], "imagenet_models": ["resnet-18"]},
     "scales": {"smoke": {"cifar10": {"iterations": ITERATIONS, "batch_size": BATCH, "milestones": [450, 675],
                                      "eval_every": 300, "log_every": LOG_EVERY},
-                         "engine": {"checkpoint_every": CHECKPOINT_EVERY},
+                         "imagenet": {"iterations": IMAGENET_ITERATIONS, "batch_size": 8, "milestones": [600],
+                                      "eval_every": 400, "log_every": 20},
+                         "engine": {"checkpoint_every": CHECKPOINT_EVERY, "processes": 2, "workers": 1},
                          "mlflow": {"live": True}}},  # the job logs its run, continued across resubmissions
     "resources": {**SMOKE_OVERRIDES["resources"],
                   "cifar10": {"gpus": 1, "cpus": 1, "mem_mb": 2000, "runtime_min": 2},
-                  "max_resubmits": 12},
+                  "imagenet": {"gpus": 2, "cpus": 1, "mem_mb": 4000, "runtime_min": 2},
+                  "max_resubmits": MAX_RESUBMITS},
 }
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: .*/rule_train/([^/]+)/\d+\.log\)")
 PROGRESS = re.compile(r"\] it (\d+)/")
@@ -117,8 +128,7 @@ def kill_trainer_after_checkpoint(repo: Path, record: dict, stop: threading.Even
 @pytest.fixture(scope="module")
 def runs(slurm_cluster, tmp_path_factory):  # noqa: F811
     """The SLURM run (time-limited, one job killed) and, at the same time, a local reference run."""
-    if not CIFAR_TARBALL.is_file():
-        pytest.skip(f"real CIFAR-10 tarball not found at {CIFAR_TARBALL}")
+    require_cifar()
     repo = copy_repo(tmp_path_factory.mktemp("resubmit-slurm"))
     reference = copy_repo(tmp_path_factory.mktemp("resubmit-local"))
     for copy in (repo, reference):
@@ -129,18 +139,19 @@ def runs(slurm_cluster, tmp_path_factory):  # noqa: F811
     t0 = time.monotonic()
     # The reference: the long cell without any limit, on this machine, one thread (as in the jobs).
     local = subprocess.Popen([str(VENV_BIN / "snakemake"), target(LONG),
-                              "--cores", "1", "--configfile", "test-overrides.yaml"], cwd=reference, env=workflow_env(),
+                              "--cores", "1", "--configfile", "test-overrides.yaml"], cwd=reference,
+                             env=workflow_env(PYTHONPATH=str(reference)),
                              stdout=open(reference / "snakemake.log", "w"), stderr=subprocess.STDOUT)
     watcher.start()
     try:
         proc = run_snakemake(
-            repo, target(LONG), target(KILLED), "--cores", "8", "--profile", "slurm",
+            repo, target(LONG), target(KILLED), target(IMAGENET), "--cores", "8", "--profile", "slurm",
             "--configfile", "test-overrides.yaml",
             "--config", "scale=smoke",                       # the profile's own scale is the paper's
             "--slurm-status-command", "sacct",              # accounting runs here; squeue: test_slurm_workflow
             "--slurm-init-seconds-before-status-checks", "5",
             "--set-resources", "train:slurm_extra='--signal=TERM@30'",
-            timeout=1200,
+            timeout=1800,
         )
     finally:
         stop.set()
@@ -185,6 +196,21 @@ def test_long_cell_completes_through_resubmissions(runs):
     assert [int(row["iteration"]) for row in curve] == list(range(LOG_EVERY, ITERATIONS + 1, LOG_EVERY))
 
 
+def test_imagenet_cell_of_two_processes_crosses_time_limits(runs):
+    jobs = runs["jobs"][wildcard_dir(IMAGENET)]
+    seen = states(runs["cluster"], jobs)
+    print(f"\n{IMAGENET}: SLURM jobs {jobs}, states {seen}")
+    assert 3 <= len(jobs) <= MAX_RESUBMITS + 1, f"expected at least two limits crossed, got jobs {jobs}"
+    assert seen[-1] == "COMPLETED" and all(s in {"FAILED", "TIMEOUT"} for s in seen[:-1]), seen
+    assert f"interrupted: {IMAGENET}: stopped by SIGTERM" in runs["log"]
+    assert "killed by signal" not in runs["log"]  # no loader worker died of the signal
+    metrics = json.loads((runs["repo"] / target(IMAGENET)).read_text())
+    assert metrics["status"] == "done" and metrics["iterations"] == IMAGENET_ITERATIONS
+    assert metrics["provenance"]["world_size"] == 2 and 2 <= metrics["interruptions"] <= len(jobs) - 1
+    curve = read_csv(runs["repo"] / f"results/runs/smoke/{IMAGENET}/curve.csv")
+    assert [int(row["iteration"]) for row in curve] == list(range(20, IMAGENET_ITERATIONS + 1, 20))
+
+
 def test_mlflow_run_continues_across_jobs(runs):
     uri = f"sqlite:///{runs['repo'] / 'results' / 'mlflow.db'}"
     found = {run["name"]: run for run in runs_of(uri, "resnet-he2015")}
@@ -197,7 +223,7 @@ def test_mlflow_run_continues_across_jobs(runs):
             expected = [(int(row["iteration"]), float(row[key])) for row in curve if row[key] != ""]
             assert [step for step, _ in history] == [step for step, _ in expected], f"{cell} {key}: gaps or repeats"
             assert [value for _, value in history] == pytest.approx([value for _, value in expected], rel=1e-5)
-    assert len([name for name in found if name.startswith("smoke/")]) == 2
+    assert len([name for name in found if name.startswith("smoke/")]) == 3
 
 
 def test_job_killed_without_warning_resumes_from_last_checkpoint(runs):

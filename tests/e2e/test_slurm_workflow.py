@@ -23,9 +23,9 @@ import time
 
 import pytest
 
+from tests.support import require_cifar
 from tests.support.slurm import slurm_cluster  # noqa: F401  (session fixture)
 from tests.support.workflow import (
-    CIFAR_TARBALL,
     SMOKE_OVERRIDES,
     check_no_partial_files,
     copy_repo,
@@ -50,8 +50,7 @@ TIMING = re.compile(r"time|per_s|/s|second|hour|minute|date|host|device|commit|j
 
 @pytest.fixture(scope="module")
 def slurm_run(slurm_cluster, tmp_path_factory):  # noqa: F811
-    if not CIFAR_TARBALL.is_file():
-        pytest.skip(f"real CIFAR-10 tarball not found at {CIFAR_TARBALL}")
+    require_cifar()
     repo = copy_repo(tmp_path_factory.mktemp("smoke-slurm"))
     # mlflow.live: each packed cell logs its own MLflow run from inside the shared job
     write_overrides(repo, {**SMOKE_OVERRIDES, "resources": {**SMOKE_OVERRIDES["resources"],

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, job_args, job_of, run_cli
+from tests.support import REPO_ROOT
+from tests.support.configs import job_args, job_of
+from tests.support.processes import run_cli
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
 

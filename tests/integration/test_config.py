@@ -16,7 +16,8 @@ import yaml
 from resnet.config.load import load_config, plan_cells
 from resnet.config.schema import ConfigError
 from resnet.config.job import recipe_from_dict, resolve_cell
-from tests.conftest import REPO_ROOT, run_cli
+from tests.support import REPO_ROOT
+from tests.support.processes import run_cli
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
@@ -121,15 +122,15 @@ def test_bad_value_exits_2_with_one_line_from_the_command_line(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["nan-lr", "crop", "scale-shell", "bn-group"])
-def test_bad_value_stops_snakemake_before_any_job(tmp_path, name):
+def test_bad_value_stops_snakemake_before_any_job(checkout_copy, tmp_path, name):
     path, key = bad_config_file(tmp_path, name)
-    proc = subprocess.run([str(SNAKEMAKE), "-n", "--cores", "1", "--configfile", str(path)], cwd=REPO_ROOT,
+    proc = subprocess.run([str(SNAKEMAKE), "-n", "--cores", "1", "--configfile", str(path)], cwd=checkout_copy,
                           capture_output=True, text=True, timeout=300)
     # Snakemake's own notes (which profile, which config files) may come first; one error line.
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "error" in line.lower()]
     assert proc.returncode == 2 and len(errors) == 1 and f"'{key}'" in errors[0], proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert not (REPO_ROOT / MARKER).exists()
+    assert not (checkout_copy / MARKER).exists()
 
 
 def test_paper_scale_cifar_cells_train_the_papers_recipe():
@@ -212,7 +213,7 @@ def test_every_preset_and_the_default_plan_load():
         assert len(plan_cells(load_config(config))) == 23
 
 
-def test_an_empty_data_folder_stops_snakemake_before_any_job(tmp_path):
+def test_an_empty_data_folder_stops_snakemake_before_any_job(checkout_copy, tmp_path):
     """The pre-flight check (resnet/preflight.py): not 20 resubmissions of a job that exits 2."""
     empty = tmp_path / "cifar"
     empty.mkdir()
@@ -220,14 +221,14 @@ def test_an_empty_data_folder_stops_snakemake_before_any_job(tmp_path):
     config["scales"]["smoke"]["data"]["cifar10"] = str(empty)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = subprocess.run([str(SNAKEMAKE), "-n", "--cores", "1", "--configfile", str(path)], cwd=REPO_ROOT,
+    proc = subprocess.run([str(SNAKEMAKE), "-n", "--cores", "1", "--configfile", str(path)], cwd=checkout_copy,
                           capture_output=True, text=True, timeout=300)
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "error" in line.lower()]
     assert proc.returncode == 2 and len(errors) == 1, proc.stdout + proc.stderr
     assert "config key 'data.cifar10'" in errors[0] and str(empty) in errors[0]
 
 
-def test_every_value_in_the_train_command_is_quoted_for_the_shell(tmp_path):
+def test_every_value_in_the_train_command_is_quoted_for_the_shell(checkout_copy, tmp_path):
     """Paths and JSON reach the trainer as single words, whatever they hold (spaces, $(...), quotes)."""
     import shlex
 
@@ -238,7 +239,7 @@ def test_every_value_in_the_train_command_is_quoted_for_the_shell(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.run([str(SNAKEMAKE), "results/runs/smoke/cifar-resnet-20/seed-0/metrics.json", "-n", "-p",
-                           "--forcerun", "train", "--cores", "1", "--configfile", str(path)], cwd=REPO_ROOT,
+                           "--forcerun", "train", "--cores", "1", "--configfile", str(path)], cwd=checkout_copy,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     command = next(line for line in proc.stdout.splitlines() if " -m resnet train " in line)

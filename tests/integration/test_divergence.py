@@ -7,7 +7,7 @@ import json
 import pytest
 
 from resnet.runs.records import load_checkpoint
-from tests.conftest import run_cli
+from tests.support.processes import run_cli
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
 

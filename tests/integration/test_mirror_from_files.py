@@ -24,7 +24,7 @@ import yaml
 from resnet.report.tables import write_table6
 from resnet.tracking.store import _client
 from resnet.tracking.sync import sync_run_folder
-from tests.conftest import run_cli
+from tests.support.processes import run_cli
 from tests.support.mlflow_store import artifacts_of, runs_of
 
 CELL = "cifar-resnet-20/seed-0"
@@ -37,7 +37,7 @@ def trained(tmp_path_factory, cifar_cache_dir, mlflow_template_db):
     import torch
 
     from resnet.engine.loop import train
-    from tests.conftest import config_builder, job_of
+    from tests.support.configs import config_builder, job_of
 
     base = tmp_path_factory.mktemp("mirror")
     config = config_builder(base / "store", cifar_cache_dir, mlflow_template_db)(mlflow={"live": False})

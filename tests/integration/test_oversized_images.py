@@ -21,7 +21,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import PYTHON, REPO_ROOT, run_cli, subprocess_env
+from tests.support import REPO_ROOT
+from tests.support.processes import PYTHON, run_cli, subprocess_env
 
 # The peak is the process's own (VmHWM: of its address space since exec; ru_maxrss would include
 # the test process's size inherited at the fork).

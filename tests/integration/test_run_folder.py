@@ -31,7 +31,9 @@ import yaml
 from resnet.engine.loop import train
 from resnet.engine.outcome import record_failure
 from resnet.runs.records import Checkpoint, load_checkpoint
-from tests.conftest import PYTHON, REPO_ROOT, job_of, run_cli, subprocess_env
+from tests.support import REPO_ROOT, skip_or_fail
+from tests.support.configs import job_of
+from tests.support.processes import PYTHON, run_cli, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
 
@@ -173,12 +175,6 @@ def test_with_a_wait_the_second_trainer_trains_once_the_folder_is_free(tmp_path,
 # ---------------------------------------------------------------------------------------------
 
 
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}:
-        pytest.fail(f"CI=true, so not skipping: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MiB tmpfs: room for one ResNet-20 checkpoint (2.2 MB), not for the next one beside it."""
@@ -187,7 +183,7 @@ def small_disk(tmp_path):
     made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", str(mount)],
                           capture_output=True, text=True)
     if made.returncode != 0:
-        _skip_or_fail(f"cannot mount a 4 MiB tmpfs for the full-disk test (needs root and mount): "
+        skip_or_fail(f"cannot mount a 4 MiB tmpfs for the full-disk test (needs root and mount): "
                       f"{made.stderr.strip()}")
     try:
         yield mount

@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from tests.support.mlflow_store import artifacts_of, metric_history, runs_of
-from tests.conftest import config_builder, run_cli
+from tests.support.configs import config_builder
+from tests.support.processes import run_cli
 
 pytestmark = pytest.mark.usefixtures("torch_threads")
 

@@ -1,7 +1,7 @@
 """The local end-to-end run of the smoke plan (fixture smoke_results_local: `snakemake --cores 2` in a
 fresh copy of the repository, CIFAR from ../shared/data, synthetic ImageNet): what lands in results/.
 
-Tables: the paper column is the paper's, every row that ran has a reproduced number equal to its
+Tables: the paper column is the paper's (as ../shared/PAPER.md writes it), every row that ran has a reproduced number equal to its
 cell's metrics.json, rows outside the plan say "not run". Figures: PNG and PDF files, each the image
 that the report draws with the paper's panel count. MLflow: one finished run per cell whose curve
 is the cell's curve.csv.
@@ -13,11 +13,11 @@ import json
 
 import pytest
 
-from resnet import paper
 from resnet.report import figures
 
 from resnet.config.load import load_config, plan_cells
 from tests.support.mlflow_store import metric_history, runs_of
+from tests.support.paper_text import paper_text
 from tests.support.workflow import run_folders
 
 pytest_plugins = ["tests.support.workflow"]
@@ -53,8 +53,11 @@ def test_every_artefact_is_written(repo):
 
 def test_table6_has_the_papers_column_and_the_cells_numbers(repo):
     table = {row["model"]: row for row in rows(repo / "results/table6.csv").values() if row["model"]}
-    for model, row in table.items():
-        assert float(row["paper_test_error"]) == paper.TABLE6[model].error
+    text = paper_text()
+    assert sorted(table) == sorted(f"cifar-resnet-{depth}" for depth in text.table6)
+    for depth, (params, error) in text.table6.items():
+        row = table[f"cifar-resnet-{depth}"]
+        assert (float(row["paper_params_millions"]), float(row["paper_test_error"])) == (params, error)
     ran = metrics_of(repo, "cifar-resnet-20")
     assert table["cifar-resnet-20"]["status"] == "done"
     assert float(table["cifar-resnet-20"]["reproduced_test_error"]) == pytest.approx(ran["final"]["test_error"], abs=0.01)
@@ -62,8 +65,9 @@ def test_table6_has_the_papers_column_and_the_cells_numbers(repo):
         ran["final"]["test_error"] - 8.75, abs=0.01)
     assert int(table["cifar-resnet-20"]["params"]) == 269_722
     assert table["cifar-resnet-56"]["status"] == "not run"  # outside the trimmed plan
-    quoted = rows(repo / "results/table6.csv")["Maxout"]
-    assert quoted["status"] == "quoted" and float(quoted["paper_test_error"]) == 9.38
+    for name, error in text.table6_quoted.items():
+        quoted = rows(repo / "results/table6.csv")[name]
+        assert quoted["status"] == "quoted" and float(quoted["paper_test_error"]) == error
 
 
 def test_imagenet_tables_read_the_ten_crop_numbers(repo):
@@ -72,11 +76,12 @@ def test_imagenet_tables_read_the_ten_crop_numbers(repo):
     for model in ("plain-18", "resnet-18"):
         final = metrics_of(repo, model)["final"]
         assert table2[model]["status"] == "done"
-        assert float(table2[model]["paper_top1"]) == paper.TABLE2[model].top1
+        assert float(table2[model]["paper_top1"]) == paper_text().table2[model]
         assert float(table2[model]["reproduced_top1"]) == pytest.approx(final["top1_10crop"], abs=0.01)
     assert table2["plain-34"]["status"] == "not run"
     assert all(row["status"] == "not run" for row in table3.values())  # none of Table 3's cells planned
-    assert float(table3["resnet-152"]["paper_top5"]) == 5.71
+    for depth, (top1, top5) in paper_text().table3.items():
+        assert (float(table3[f"resnet-{depth}"]["paper_top1"]), float(table3[f"resnet-{depth}"]["paper_top5"])) == (top1, top5)
 
 
 def test_figures_are_the_reports_images_with_the_papers_panels(repo, tmp_path):

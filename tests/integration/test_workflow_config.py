@@ -1,4 +1,6 @@
-"""Bad input to the workflow stops it before any job runs: one line naming the key, exit status 2."""
+"""Bad input to the workflow stops it before any job runs: one line naming the key, exit status 2.
+And what the plans hold, from Snakemake's dry runs in a copy of the checkout (fixture checkout_copy:
+the checkout's own results/ would hide every job that an earlier run finished)."""
 from __future__ import annotations
 
 import subprocess
@@ -13,9 +15,9 @@ REPO = REPO_ROOT
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 
-def dry_run(*config: str, configfile: Path | None = None) -> subprocess.CompletedProcess:
+def dry_run(repo: Path, *config: str, configfile: Path | None = None) -> subprocess.CompletedProcess:
     extra = ["--configfile", str(configfile)] if configfile else []
-    return subprocess.run([str(SNAKEMAKE), "-n", "--cores", "1", *extra, "--config", *config], cwd=REPO,
+    return subprocess.run([str(SNAKEMAKE), "-n", "--cores", "1", *extra, "--config", *config], cwd=repo,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -25,16 +27,16 @@ def dry_run(*config: str, configfile: Path | None = None) -> subprocess.Complete
      "config key 'data.cifar10': '/no/such/cifar' does not exist"),
     (['engine={"device": "tpu"}'], "config key 'engine.device'"),
 ])
-def test_bad_config_stops_the_workflow_with_the_key_named(config, expected):
-    proc = dry_run(*config)
+def test_bad_config_stops_the_workflow_with_the_key_named(checkout_copy, config, expected):
+    proc = dry_run(checkout_copy, *config)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert expected in proc.stdout + proc.stderr
 
 
-def test_a_depth_that_is_not_6n_plus_2_is_refused(tmp_path):
+def test_a_depth_that_is_not_6n_plus_2_is_refused(checkout_copy, tmp_path):
     override = tmp_path / "depth.yaml"
     override.write_text("plan:\n  cifar10: true\n  imagenet: false\n  cifar_resnet_depths: [21]\n")
-    proc = dry_run("scale=smoke", configfile=override)
+    proc = dry_run(checkout_copy, "scale=smoke", configfile=override)
     assert proc.returncode != 0
     assert proc.returncode == 2
     assert "config key 'plan.cifar_resnet_depths'" in proc.stdout + proc.stderr
@@ -65,8 +67,8 @@ def _train_outputs(output: str) -> list[str]:
     return outputs
 
 
-def test_the_paper_scale_plan_dry_runs(tmp_path):
-    proc = dry_run("scale=paper")
+def test_the_paper_scale_plan_dry_runs(checkout_copy, tmp_path):
+    proc = dry_run(checkout_copy, "scale=paper")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     stats = _job_stats(proc.stdout)
     # One training job per cell of the plan (`python -m resnet plan` lists the same cells), each
@@ -121,14 +123,14 @@ def _train_jobs(output: str) -> dict[str, dict[str, int]]:
     return jobs
 
 
-def test_smoke_jobs_take_one_core_each_and_every_plan_trains_deepest_first():
+def test_smoke_jobs_take_one_core_each_and_every_plan_trains_deepest_first(checkout_copy):
     """The smoke preset's resources: one core per train job, so --cores 4 runs four side by side; the
     paper scale keeps resources.cifar10.cpus. Each train job's priority is its depth (ResNet-1202 first)."""
     from resnet.paper.names import parse_model_name
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     for scale in ("smoke", "paper"):
-        proc = subprocess.run([str(SNAKEMAKE), "-n", "--cores", "4", "--config", f"scale={scale}"], cwd=REPO,
+        proc = subprocess.run([str(SNAKEMAKE), "-n", "--cores", "4", "--config", f"scale={scale}"], cwd=checkout_copy,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         jobs = _train_jobs(proc.stdout)

@@ -33,15 +33,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.support import skip_or_fail
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
-
-
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}:
-        pytest.fail(f"CI=true, so not skipping: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -158,19 +152,19 @@ def ensure_chromium() -> str:
     if path:
         return path
     if sys.platform != "linux" or shutil.which("apt-get") is None:
-        _skip_or_fail("chromium is not installed and there is no apt-get to install it")
+        skip_or_fail("chromium is not installed and there is no apt-get to install it")
     if os.geteuid() != 0:
-        _skip_or_fail("chromium is not installed; installing it needs root (apt-get install chromium)")
+        skip_or_fail("chromium is not installed; installing it needs root (apt-get install chromium)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     steps = (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"])
     for cmd in steps:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:]
-            _skip_or_fail(f"'{' '.join(cmd)}' failed: {' '.join(tail)}")
+            skip_or_fail(f"'{' '.join(cmd)}' failed: {' '.join(tail)}")
     path = find_chromium()
     if not path:
-        _skip_or_fail("apt-get install chromium succeeded but no chromium binary is on PATH")
+        skip_or_fail("apt-get install chromium succeeded but no chromium binary is on PATH")
     return path
 
 

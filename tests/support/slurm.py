@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, skip_or_fail
 
 SLURM_UP = REPO_ROOT / "scripts" / "slurm-up.sh"
 SLURM_DOWN = REPO_ROOT / "scripts" / "slurm-down.sh"
@@ -41,17 +41,6 @@ FINAL_STATES = {
 
 class SlurmUnavailable(RuntimeError):
     """SLURM cannot be installed or started on this machine."""
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip the test with ``reason``; under CI=true fail loudly instead."""
-    if in_ci():
-        pytest.fail(f"CI=true, so not skipping: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def unavailable_reason() -> str | None:

@@ -11,9 +11,11 @@ real CIFAR-10 from ../shared/data, synthetic ImageNet) locally once per test ses
 the copy's root; its results/ and results/mlflow.db are then shared by every test that reads them
 (the SLURM workflow test compares against it, the MLflow UI test browses it).
 
-The copy holds the working tree (tracked and untracked files) minus .venv, .git, results/ and
-.snakemake/; a sibling ``shared`` links to the real ../shared so that config.yaml's
-``../shared/data/...`` resolves. Commands run with the project's .venv/bin first on PATH.
+The copy holds the working tree (tracked and untracked files) minus .venv, results/ and
+.snakemake/, and a git repository at the checkout's commit (its objects borrowed, nothing copied),
+so that the runs record the real commit; a sibling ``shared`` links to the real ../shared so that
+config.yaml's ``../shared/data/...`` resolves. Commands run with the project's .venv/bin first on
+PATH and the copy's own code first on PYTHONPATH.
 """
 from __future__ import annotations
 
@@ -28,10 +30,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.support import REPO_ROOT
+from tests.support import CIFAR_TARBALL, REPO_ROOT, SHARED, require_cifar  # noqa: F401 (CIFAR_TARBALL: for importers)
 
-SHARED = REPO_ROOT.parent / "shared"
-CIFAR_TARBALL = SHARED / "data" / "cifar10-jpeg.tar.gz"
 VENV_BIN = Path(sys.executable).parent
 
 # Not copied: environments, history, outputs and caches of this checkout.
@@ -72,7 +72,35 @@ def copy_repo(dest: Path) -> Path:
 
     shutil.copytree(REPO_ROOT, repo, ignore=ignore, symlinks=True)
     (dest / "shared").symlink_to(SHARED, target_is_directory=True)
+    _git_at_checkout_commit(repo)
     return repo
+
+
+def checkout_commit() -> str | None:
+    """The checkout's HEAD commit, or None where the checkout is not a git repository."""
+    found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def _git_at_checkout_commit(repo: Path) -> None:
+    """Make the copy a git repository whose HEAD is the checkout's commit and whose index is its
+    tree: ``git status`` in the copy then says what it says in the checkout. The objects are the
+    checkout's, borrowed through git's alternates; the checkout itself is only read."""
+    commit = checkout_commit()
+    if commit is None:
+        return
+    common = subprocess.run(["git", "rev-parse", "--git-common-dir"], cwd=REPO_ROOT, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    objects = (REPO_ROOT / common).resolve() / "objects"
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True)
+
+    git("init", "-q")
+    (repo / ".git" / "objects" / "info" / "alternates").write_text(f"{objects}\n")
+    git("update-ref", "HEAD", commit)
+    git("read-tree", "HEAD")
+    git("update-index", "-q", "--refresh")
 
 
 def write_overrides(repo: Path, overrides: dict, name: str = "test-overrides.yaml") -> Path:
@@ -99,8 +127,9 @@ def run_snakemake(repo: Path, *args: str, timeout: float = 900, env: dict | None
     repo = Path(repo)
     log_path = repo / log_name
     cmd = [str(VENV_BIN / "snakemake"), *args]
+    env = {**(env or workflow_env()), "PYTHONPATH": str(repo)}  # the copy's code, not the checkout's
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=repo, env=env or workflow_env(), stdout=log,
+        proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             proc.wait(timeout=timeout)
@@ -166,8 +195,7 @@ def smoke_results_local(tmp_path_factory) -> Path:
     """The smoke plan run locally (``snakemake --cores 2``) once per session; returns the copy's root.
 
     Its results/ holds the tables, figures, run folders and the MLflow store (results/mlflow.db)."""
-    if not CIFAR_TARBALL.is_file():
-        pytest.skip(f"real CIFAR-10 tarball not found at {CIFAR_TARBALL} (../shared/data next to the repo)")
+    require_cifar()
     repo = copy_repo(tmp_path_factory.mktemp("smoke-local"))
     overrides = write_overrides(repo, SMOKE_OVERRIDES)
     t0 = time.monotonic()

@@ -200,7 +200,7 @@ def test_ghost_bn_trains_through_the_graphed_step_exactly_as_eagerly():
         eager, graphed = _train(False), _train(True)
     finally:
         torch.use_deterministic_algorithms(False)
-    assert graphed[2].replays > 0 and graphed[2].path == "cuda-graph"
+    assert graphed[2].replays > 0 and graphed[2].mode == "cuda-graph"
     assert eager[0] == graphed[0]
     assert eager[1].keys() == graphed[1].keys()
     for key in eager[1]:

@@ -11,7 +11,6 @@ without it the DALI tests skip, and fail under CI=true.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +28,12 @@ from resnet.data.imagenet import dali as imagenet_dali
 from resnet.data.imagenet import evaluation as imagenet_eval
 from resnet.data.errors import DataError
 from resnet.data.imagenet.synthetic import make_synthetic_imagenet
+from tests.support import skip_or_fail
 
 
 def need_dali() -> None:
     if not imagenet_dali.dali_available():
-        message = "NVIDIA DALI is not installed (bash scripts/install.sh --test installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail("NVIDIA DALI is not installed (bash scripts/install.sh --test installs it)")
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +68,15 @@ def test_finish_batch_is_channels_last_and_exact():
     offsets = torch.tensor([[0.01, -0.02, 0.03], [0.0, 0.0, 0.0]])
     x = finish_batch(images, offsets, channels_last=True)
     assert x.shape == (2, 3, 5, 6) and x.is_contiguous(memory_format=torch.channels_last)
-    expected = (images.permute(0, 3, 1, 2).float() / 255 + offsets.view(2, 3, 1, 1)
-                - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+    # torchvision's own scaling to [0, 1] and mean subtraction (std 1), then the lighting offsets
+    from torchvision.transforms.v2 import functional as tvf
+
+    scaled = tvf.to_dtype(images.permute(0, 3, 1, 2), torch.float32, scale=True)
+    expected = tvf.normalize(scaled, list(IMAGENET_MEAN), [1.0, 1.0, 1.0]) + offsets.view(2, 3, 1, 1)
     torch.testing.assert_close(x, expected, rtol=0, atol=1e-6)
+    # one pixel by hand: 255 in the red channel with offset 0.01 is 1 + 0.01 - 0.485 = 0.525
+    images[0, 0, 0, 0] = 255
+    assert float(finish_batch(images, offsets)[0, 0, 0, 0]) == pytest.approx(0.525, abs=1e-6)
     assert finish_batch(images, offsets).is_contiguous()
 
 
@@ -223,11 +226,21 @@ def test_tencrop_gives_the_hand_written_ten_crop_predictions(trained, small_set)
             scores = [trained(finish_batch(views, None)).softmax(1).mean(0) for views in (ours, theirs)]
             assert int(scores[0].argmax()) == int(scores[1].argmax())
             assert float((scores[0] - scores[1]).abs().max()) < 0.02
-    # the same views, up to order, where TenCrop's centre rounds as (side - crop) // 2 does
-    image = open_rgb(dataset.samples[0][0])
-    if all((side - 32) % 2 == 0 for side in shorter_side_size(image.size, 36)):
-        ours, theirs = dataset[0][0], hand_ten_crop(image, 36, 32)
-        assert sorted(map(bytes, ours.numpy())) == sorted(map(bytes, theirs.numpy()))
+
+
+def test_tencrop_views_are_the_hand_written_ten_crops(tmp_path):
+    """An image of 62x45 resized to shorter side 36 is 50x36: both margins around the 32 crop are
+    even, where TenCrop's centre (rounded) and the hand-written (side - crop) // 2 agree. The 10
+    views are then the same pixels, up to order (TenCrop mirrors the image before cropping)."""
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (45, 62, 3), dtype=np.uint8))
+    assert shorter_side_size(image.size, 36) == (50, 36)
+    for split in ("train", "val"):
+        (tmp_path / split / "only").mkdir(parents=True)
+        image.save(tmp_path / split / "only" / "0.JPEG", quality=95)
+    dataset = imagenet_eval.ImageNetEvalSet(tmp_path, 36, 32, ten_crop=True)
+    ours, theirs = dataset[0][0], hand_ten_crop(open_rgb(dataset.samples[0][0]), 36, 32)
+    assert ours.shape == theirs.shape == (10, 32, 32, 3)
+    assert sorted(map(bytes, ours.numpy())) == sorted(map(bytes, theirs.numpy()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,19 +260,21 @@ def corrupt_set(small_set, tmp_path) -> tuple[Path, Path]:
     return root, victim
 
 
-def test_corrupt_training_jpeg_is_one_line_naming_it(corrupt_set):
+@pytest.mark.parametrize("loader", ["pil", "dali"])
+def test_corrupt_training_jpeg_is_one_line_naming_it(corrupt_set, loader):
     root, victim = corrupt_set
     options = dict(batch_size=24, seed=0, **SMALL)  # one batch holds the whole set
-    # PIL's workers: in a process that has run DALI pipelines they are spawned, not forked (a fork
-    # of DALI's threads can deadlock); this test runs after DALI tests and hung before that.
-    loaders = [(imagenet_train_loader, dict(workers=2))]
-    if imagenet_dali.dali_available():
-        loaders.append((imagenet_dali.dali_train_loader, dict(workers=0)))
-    for make, extra in loaders:
-        with pytest.raises(DataError) as caught:
-            next(make(root, **options, **extra))
-        message = str(caught.value)
-        assert "\n" not in message and victim.name in message, (make.__name__, message)
+    if loader == "dali":
+        need_dali()
+        make, extra = imagenet_dali.dali_train_loader, dict(workers=0)
+    else:
+        # PIL's workers: in a process that has run DALI pipelines they are spawned, not forked (a
+        # fork of DALI's threads can deadlock); this test runs after DALI tests and hung before that.
+        make, extra = imagenet_train_loader, dict(workers=2)
+    with pytest.raises(DataError) as caught:
+        next(make(root, **options, **extra))
+    message = str(caught.value)
+    assert "\n" not in message and victim.name in message, message
 
 
 def test_missing_class_folder_in_val_is_one_line(small_set, tmp_path):
@@ -281,15 +296,21 @@ def test_missing_class_folder_in_val_is_one_line(small_set, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_input_ceiling_is_measured_per_loader_and_flags_an_input_bound_cell():
+@pytest.mark.parametrize("loader", ["pil", "dali"])
+def test_input_ceiling_is_measured_per_loader(loader):
+    from resnet.cost import input_ceiling
+
+    if loader == "dali":
+        need_dali()
+    per_s, ms = input_ceiling(loader, (256, 480), 224, cores=8, device=torch.device("cpu"), images=8)
+    assert 0.05 < ms < 100 and per_s > 0
+
+
+def test_input_ceiling_flags_an_input_bound_cell():
     from resnet.config.load import load_config
-    from resnet.cost import CellCost, format_cost, input_ceiling
+    from resnet.cost import CellCost, format_cost
 
     cpu = torch.device("cpu")
-    loaders = ["pil"] + (["dali"] if imagenet_dali.dali_available() else [])
-    for loader in loaders:
-        per_s, ms = input_ceiling(loader, (256, 480), 224, cores=8, device=cpu, images=8)
-        assert 0.05 < ms < 100 and per_s == pytest.approx(8 * 1000 / ms)
     config = load_config("config.yaml")
     fast = CellCost("resnet-18/seed-0", "resnet-18", 600_000, 256, 224, 11_900.0, "rates.csv", 2_100.0,
                     "pil, 3.80 ms/image x 8 cores")

@@ -1,4 +1,8 @@
-"""The registry's models against the paper's counts (He et al. 2015, Tables 1 and 6)."""
+"""The registry's models against the paper's counts (He et al. 2015, Tables 1 and 6).
+
+Table 1's computed rows are checked against the paper's text (../shared/PAPER.md, read by
+tests/support/paper_text.py) and against the layers counted in the built nets, not against
+resnet/paper's constants or the spec they were built from."""
 
 import math
 
@@ -16,6 +20,7 @@ from resnet.models.measure import (
 )
 from resnet.models.nets import ZeroPadShortcut, build_model
 from resnet.paper.names import CIFAR_DEPTHS, IMAGENET_DEPTHS, ModelNameError, canonical_name, parse_model_name
+from tests.support.paper_text import paper_text
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +117,7 @@ def test_option_c_has_more_parameters_than_b_than_a(model, prefix):
 @pytest.mark.parametrize("depth", IMAGENET_DEPTHS)
 def test_multiply_adds_within_5_percent_of_table1(table1, depth):
     row = table1[canonical_name(f"resnet-{depth}-b")]
-    assert row["paper_multiply_adds_e9"] == paper.TABLE1[f"resnet-{depth}"].multiply_adds_e9
+    assert row["paper_multiply_adds_e9"] == paper_text().table1_multiply_adds[depth]
     assert row["multiply_adds_e9"] == pytest.approx(row["paper_multiply_adds_e9"], rel=0.05)
 
 
@@ -144,15 +149,27 @@ def test_count_multiply_adds_equals_torchs_flop_counter(model, name, size):
     assert count_multiply_adds(net, size) == counter.get_total_flops() // 2
 
 
-def test_table1_rows_follow_the_papers_architecture(table1):
-    assert [row["layers"] for row in table1.values()] == list(IMAGENET_DEPTHS)
-    for row in table1.values():
-        paper_row = paper.TABLE1[f"resnet-{row['layers']}"]
-        assert row["blocks_per_stage"] == paper_row.blocks_per_stage
-        assert (row["conv2_x"], row["conv3_x"], row["conv4_x"], row["conv5_x"]) == \
-            paper_row.blocks_per_stage
-        assert row["block"] == paper_row.block
-        assert parse_model_name(row["name"]).shortcut == "B"
+def weighted_layers(net: torch.nn.Module) -> int:
+    """The layers the paper counts in a net's depth: the convs on the main path and the fc layer
+    (a projection shortcut's 1x1 conv is not counted)."""
+    return sum(1 for name, module in net.named_modules()
+               if isinstance(module, torch.nn.Linear)
+               or (isinstance(module, torch.nn.Conv2d) and "shortcut" not in name))
+
+
+@pytest.mark.parametrize("depth", IMAGENET_DEPTHS)
+def test_table1_rows_follow_the_papers_architecture(model, table1, depth):
+    row = table1[canonical_name(f"resnet-{depth}-b")]
+    net = model(row["name"])
+    stages = ("conv2_x", "conv3_x", "conv4_x", "conv5_x")
+    built = tuple(len(getattr(net, stage)) for stage in stages)  # blocks counted in the built net
+    assert built == paper_text().table1_blocks[depth]
+    assert tuple(row[stage] for stage in stages) == tuple(row["blocks_per_stage"]) == built
+    assert row["layers"] == weighted_layers(net) == depth
+    first = getattr(net, "conv2_x")[0]
+    assert row["block"] == ("bottleneck" if hasattr(first, "conv3") else "basic")  # three convs: 1x1, 3x3, 1x1
+    assert row["block"] == ("bottleneck" if depth >= 50 else "basic")  # the paper: 50, 101, 152 bottleneck
+    assert parse_model_name(row["name"]).shortcut == "B"
 
 
 # ---------------------------------------------------------------- architecture

@@ -30,8 +30,8 @@ from resnet.runs import files as runfiles
 from resnet.config.load import REPO_ROOT, load_config, plan_cells
 from resnet.config.job import resolve_cell
 from resnet.runs.records import Metrics
+from tests.support import CIFAR_TARBALL
 
-CIFAR_TARBALL = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 TRAINED = ("cifar-plain-20/seed-0", "cifar-resnet-20/seed-0", "cifar-resnet-110/seed-0",
            "cifar-resnet-110/seed-1")
 FAILED_CELL = "cifar-resnet-56/seed-0"

@@ -30,7 +30,7 @@ def trained(tmp_path_factory, cifar_cache_dir, mlflow_template_db):
     import torch
 
     from resnet.engine.loop import train
-    from tests.conftest import config_builder, job_of
+    from tests.support.configs import config_builder, job_of
 
     base = tmp_path_factory.mktemp("agreement")
     config = config_builder(base, cifar_cache_dir, mlflow_template_db)(mlflow={"live": False})

@@ -14,6 +14,8 @@ wildcard_constraints:
 
 
 rule train:
+    input:
+        imagenet=imagenet_ready,  # ImageNet made ready first (data.smk)
     output:
         # `update`: Snakemake keeps the file while the job runs instead of deleting it first, so a
         # run set aside for a new recipe keeps its metrics.json (final numbers, Figure 7's layer

@@ -85,6 +85,14 @@ def _finish(x: torch.Tensor, dtype: torch.dtype, channels_last: bool) -> torch.T
     return x.to(dtype=dtype).contiguous(memory_format=memory_format)
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device`` without stopping the host: on CUDA through pinned memory, an
+    asynchronous copy (from pageable memory the copy would wait for the GPU's queue to drain)."""
+    if torch.device(device).type != "cuda" or tensor.device.type == "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def augment_batch(images_uint8_nchw: torch.Tensor, mean: torch.Tensor, offsets: torch.Tensor,
                   flips: torch.Tensor, dtype: torch.dtype = torch.float32,
                   channels_last: bool = False) -> torch.Tensor:
@@ -98,7 +106,7 @@ def augment_batch(images_uint8_nchw: torch.Tensor, mean: torch.Tensor, offsets: 
     batch, device = images_uint8_nchw.shape[0], images_uint8_nchw.device
     padded = F.pad(_normalise(images_uint8_nchw, mean), (PAD, PAD, PAD, PAD))
     span = torch.arange(IMAGE_SIZE, device=device)
-    offsets, flips = offsets.to(device), flips.to(device)
+    offsets, flips = to_device(offsets, device), to_device(flips, device)
     rows = offsets[:, 0, None] + span  # (B, 32)
     cols = offsets[:, 1, None] + span
     cols = torch.where(flips[:, None], cols.flip(1), cols)
@@ -144,7 +152,7 @@ class CifarTrainStream:
         return chosen
 
     def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.from_numpy(self.indices(iteration)).to(self.device, non_blocking=True)
+        index = to_device(torch.from_numpy(self.indices(iteration)), self.device)
         images, labels = self.images.index_select(0, index), self.labels.index_select(0, index)
         if not self.augment:
             return _finish(_normalise(images, self.mean), self.dtype, self.channels_last), labels

@@ -11,6 +11,7 @@ cuts the same box on the GPU; ``finish_batch`` turns either loader's uint8 crops
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -117,7 +118,10 @@ def crop_pixels(image: Image.Image, spec: Crop, crop: int) -> np.ndarray:
     return np.array(image, dtype=np.uint8)  # a writable copy (torch.from_numpy)
 
 
-_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+@functools.lru_cache(maxsize=None)
+def _mean_on(device: torch.device) -> torch.Tensor:
+    """IMAGENET_MEAN as a (1, 3, 1, 1) tensor on ``device``, copied there once (not per batch)."""
+    return torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).to(device)
 
 
 def finish_batch(images: torch.Tensor, offsets: torch.Tensor | None, device: torch.device | str = "cpu",
@@ -132,5 +136,5 @@ def finish_batch(images: torch.Tensor, offsets: torch.Tensor | None, device: tor
     x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
     if offsets is not None:
         x.add_(offsets.to(device, torch.float32, non_blocking=True).view(-1, 3, 1, 1))
-    x.sub_(_MEAN.to(device))
+    x.sub_(_mean_on(device))
     return x if channels_last else x.contiguous()

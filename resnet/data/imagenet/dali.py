@@ -38,7 +38,8 @@ from PIL import Image
 
 from resnet.data.errors import DataError
 from resnet.data.imagenet.crops import centre_crop, finish_batch, train_crop
-from resnet.data.imagenet.folders import open_rgb, scan_split
+from resnet.data.imagenet.folders import open_rgb
+from resnet.data.imagenet.listing import ImageNetListing, as_listing
 from resnet.data.imagenet.pil import ImageNetTrainSet
 from resnet.data.imagenet.sampler import ResumableSampler
 
@@ -93,6 +94,13 @@ class _Source:
 
     def __init__(self, samples: list[tuple[str, int]], crop: int) -> None:
         self.samples, self.crop = samples, crop
+        self.worker_init = None  # run in each reader process as it starts (the trainer's signal policy)
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled in a DALI reader process as it starts: the one hook DALI gives into it."""
+        self.__dict__.update(state)
+        if self.worker_init is not None:
+            self.worker_init()
 
     def spec(self, key: int, size: tuple[int, int]):
         """The resnet.imagenet.Crop of an image of ``size`` for the key at() gave."""
@@ -180,8 +188,10 @@ def _pipeline(source: _Source, batch: int, crop: int, threads: int, readers: int
     with pipe:
         encoded, anchor, shape, start, end, flip, offset, label = fn.external_source(
             source=source, num_outputs=8, batch=False, parallel=readers > 0)
+        # The pixels as stored, as PIL reads them (resnet.data.imagenet.folders.open_rgb): the crop window
+        # comes from the stored size, so an EXIF orientation tag must not turn the image (DALI's default).
         image = fn.decoders.image_slice(encoded, anchor, shape, axis_names="HW", output_type=types.RGB,
-                                        device="mixed" if on_gpu else "cpu")
+                                        adjust_orientation=False, device="mixed" if on_gpu else "cpu")
         image = fn.resize(image, size=[crop, crop], roi_start=start, roi_end=end, roi_relative=False,
                           interp_type=types.INTERP_LINEAR, antialias=True)
         image = fn.flip(image, horizontal=flip)
@@ -229,10 +239,10 @@ class _Batches:
                          "train without it")
 
 
-def dali_train_loader(root: str | Path, batch_size: int, seed: int, short_side: tuple[int, int] = (256, 480),
+def dali_train_loader(root: ImageNetListing | str | Path, batch_size: int, seed: int, short_side: tuple[int, int] = (256, 480),
                       crop: int = 224, workers: int = 8, rank: int = 0, world_size: int = 1, start_sample: int = 0,
                       device: torch.device | str = "cpu", channels_last: bool = False,
-                      readers: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                      readers: int | None = None, worker_init=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """An endless iterator of this rank's (x, y) training batches on ``device``: the DALI loader.
 
     The same arguments and the same batches (within a grey level) as
@@ -245,6 +255,7 @@ def dali_train_loader(root: str | Path, batch_size: int, seed: int, short_side: 
     sampler = ResumableSampler(len(dataset), batch_size, seed, rank, world_size, start_sample)
     threads, default_readers = dali_split(workers)
     source = _TrainSource(dataset.samples, sampler, short_side, crop)
+    source.worker_init = worker_init
 
     def stream() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batches = _Batches(source, batch_size // world_size, crop, threads,
@@ -263,15 +274,16 @@ class DaliValBatches:
     is built on the first pass and kept for the next ones.
     """
 
-    def __init__(self, root: str | Path, batch_size: int, resize: int = 256, crop: int = 224, workers: int = 8,
+    def __init__(self, root: ImageNetListing | str | Path, batch_size: int, resize: int = 256, crop: int = 224, workers: int = 8,
                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
-                 channels_last: bool = False, readers: int | None = None) -> None:
+                 channels_last: bool = False, readers: int | None = None, worker_init=None) -> None:
         require_dali()
         if crop > resize:
             raise ValueError(f"crop {crop} exceeds the resized shorter side {resize}")
-        samples = scan_split(root, "val", scan_split(root, "train")[0])[1][rank::world_size]
+        samples = as_listing(root).samples("val")[rank::world_size]
         self.count, self.batch = len(samples), min(batch_size, len(samples))
         self.source = _ValSource(samples, resize, crop, self.batch)
+        self.source.worker_init = worker_init
         self.device, self.channels_last = torch.device(device), channels_last
         threads, default_readers = dali_split(workers)
         self._build = lambda: _Batches(self.source, self.batch, crop, threads,
@@ -293,8 +305,9 @@ class DaliValBatches:
                    labels[:keep].to(self.device, non_blocking=True))
 
 
-def dali_val_loader(root: str | Path, batch_size: int, resize: int = 256, crop: int = 224, workers: int = 8,
+def dali_val_loader(root: ImageNetListing | str | Path, batch_size: int, resize: int = 256, crop: int = 224, workers: int = 8,
                     rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
-                    channels_last: bool = False, readers: int | None = None) -> DaliValBatches:
+                    channels_last: bool = False, readers: int | None = None, worker_init=None) -> DaliValBatches:
     """Centre-crop validation (Figure 4) through DALI; the arguments of imagenet_val_loader."""
-    return DaliValBatches(root, batch_size, resize, crop, workers, rank, world_size, device, channels_last, readers)
+    return DaliValBatches(root, batch_size, resize, crop, workers, rank, world_size, device, channels_last, readers,
+                          worker_init)

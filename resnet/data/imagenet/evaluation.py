@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,7 +21,8 @@ from torchvision.transforms import TenCrop
 
 from resnet.data.errors import DataError
 from resnet.data.imagenet.crops import centre_crop, crop_pixels, finish_batch, shorter_side_size
-from resnet.data.imagenet.folders import open_rgb, scan_split
+from resnet.data.imagenet.folders import open_rgb
+from resnet.data.imagenet.listing import ImageNetListing, as_listing
 from resnet.data.imagenet.pil import loader_options, one_line
 
 
@@ -37,11 +39,12 @@ class ImageNetEvalSet(Dataset):
     image: the 4 corners and the centre, then the same 5 of the mirrored image.
     """
 
-    def __init__(self, root: str | Path, resize: int = 256, crop: int = 224, ten_crop: bool = False,
+    def __init__(self, root: ImageNetListing | str | Path, resize: int = 256, crop: int = 224, ten_crop: bool = False,
                  split: str = "val"):
         if crop > resize:
             raise ValueError(f"crop {crop} exceeds the resized shorter side {resize}")
-        self.classes, self.samples = scan_split(root, split, scan_split(root, "train")[0])
+        listing = as_listing(root)  # the job's listing (a folder is listed here)
+        self.classes, self.samples = list(listing.classes), listing.samples(split)
         self.resize, self.crop, self.ten_crop = resize, crop, ten_crop
         self._ten = TenCrop(crop)
 
@@ -76,35 +79,46 @@ class EvalBatches:
             raise one_line(error) from None
 
 
-def imagenet_val_loader(root: str | Path, batch_size: int, resize: int = 256, crop: int = 224,
+def imagenet_val_loader(root: ImageNetListing | str | Path, batch_size: int, resize: int = 256, crop: int = 224,
                         workers: int = 8, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
-                        channels_last: bool = False) -> EvalBatches:
+                        channels_last: bool = False, worker_init=None) -> EvalBatches:
     """Centre-crop validation batches (the bold curves of Figure 4), in folder order; re-iterable.
 
     With world_size > 1 each rank gets the strided share rank::world_size of the images.
+    ``worker_init`` runs in each loader worker as it starts (the trainer's: ignore stop signals).
     """
-    dataset = ImageNetEvalSet(root, resize, crop)
-    if world_size > 1:
-        dataset = Subset(dataset, range(rank, len(dataset), world_size))
-    return EvalBatches(DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_options(workers)),
-                       device, channels_last)
+    dataset = _share(ImageNetEvalSet(root, resize, crop), rank, world_size)
+    return EvalBatches(DataLoader(dataset, batch_size=batch_size, shuffle=False, worker_init_fn=worker_init,
+                                  **loader_options(workers)), device, channels_last)
 
 
-def ten_crop_eval(model: torch.nn.Module, root: str | Path, short_side: int = 256, crop: int = 224,
-                  batch_size: int = 32, device="cpu", workers: int = 8, split: str = "val") -> dict:
-    """Top-1 and top-5 error (%) with 10-crop testing, softmax scores averaged over the crops.
+def _share(dataset: Dataset, rank: int, world_size: int) -> Dataset:
+    """This process's strided share rank::world_size of an evaluation set (all of it alone)."""
+    return dataset if world_size == 1 else Subset(dataset, range(rank, len(dataset), world_size))
 
-    The paper does not state the test scale of its 10-crop results; the project uses shorter side
-    256 (AlexNet's 10-crop convention, [21]). ``batch_size`` counts images (10 crops each). With
-    fewer than 5 classes "top-5" is top-min(5, classes), reported as ``top5_k``.
-    Deviation: the paper's best single-model and ensemble results (Tables 4 and 5) use
-    fully-convolutional multi-scale testing (shorter side in {224, 256, 384, 480, 640}); the
-    project reproduces the 10-crop Tables 2 and 3 only.
+
+class TenCropCounts(NamedTuple):
+    """10-crop testing of one process's share of the images: how many it got right."""
+
+    top1_correct: int
+    topk_correct: int  # right within the top k (5, or the number of classes if fewer)
+    images: int
+    k: int
+
+
+def ten_crop_counts(model: torch.nn.Module, root: ImageNetListing | str | Path, short_side: int = 256, crop: int = 224,
+                    batch_size: int = 32, device="cpu", workers: int = 8, split: str = "val", rank: int = 0,
+                    world_size: int = 1, worker_init=None) -> TenCropCounts:
+    """10-crop testing of the share rank::world_size of the images; softmax scores averaged over the crops.
+
+    ``batch_size`` counts images (10 crops each). The errors of all processes together are
+    100 * (1 - sum(correct) / sum(images)) (ten_crop_eval for one process).
     """
-    dataset = ImageNetEvalSet(root, short_side, crop, ten_crop=True, split=split)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+    full = ImageNetEvalSet(root, short_side, crop, ten_crop=True, split=split)
+    classes, dataset = len(full.classes), _share(full, rank, world_size)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, worker_init_fn=worker_init,
                         **{**loader_options(workers), "persistent_workers": False})
-    k = min(5, len(dataset.classes))
+    k = min(5, classes)
     parameter = next(model.parameters(), None)
     dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
     was_training, top1_correct, topk_correct = model.training, 0, 0
@@ -114,15 +128,30 @@ def ten_crop_eval(model: torch.nn.Module, root: str | Path, short_side: int = 25
             for views, labels in EvalBatches(loader, device, channels_last=False):
                 images = labels.shape[0]
                 logits = model(views.to(dtype))
-                if logits.shape != (images * 10, len(dataset.classes)):
+                if logits.shape != (images * 10, classes):
                     raise ValueError(f"model returned logits of shape {tuple(logits.shape)} for "
-                                     f"{images * 10} crops of {len(dataset.classes)} classes")
+                                     f"{images * 10} crops of {classes} classes")
                 scores = logits.float().softmax(dim=-1).view(images, 10, -1).mean(dim=1)
                 hits = scores.topk(k, dim=1).indices == labels.to(scores.device)[:, None]
                 top1_correct += int(hits[:, 0].sum())
                 topk_correct += int(hits.any(dim=1).sum())
     finally:
         model.train(was_training)
-    total = len(dataset)
-    return dict(top1_error=100.0 * (1 - top1_correct / total), top5_error=100.0 * (1 - topk_correct / total),
-                num_images=total, top5_k=k)
+    return TenCropCounts(top1_correct, topk_correct, len(dataset), k)
+
+
+def ten_crop_eval(model: torch.nn.Module, root: ImageNetListing | str | Path, short_side: int = 256, crop: int = 224,
+                  batch_size: int = 32, device="cpu", workers: int = 8, split: str = "val") -> dict:
+    """Top-1 and top-5 error (%) with 10-crop testing, softmax scores averaged over the crops.
+
+    The paper does not state the test scale of its 10-crop results; the project uses shorter side
+    256 (AlexNet's 10-crop convention, [21]). With fewer than 5 classes "top-5" is top-min(5,
+    classes), reported as ``top5_k``.
+    Deviation: the paper's best single-model and ensemble results (Tables 4 and 5) use
+    fully-convolutional multi-scale testing (shorter side in {224, 256, 384, 480, 640}); the
+    project reproduces the 10-crop Tables 2 and 3 only.
+    """
+    counts = ten_crop_counts(model, root, short_side, crop, batch_size, device, workers, split)
+    return dict(top1_error=100.0 * (1 - counts.top1_correct / counts.images),
+                top5_error=100.0 * (1 - counts.topk_correct / counts.images), num_images=counts.images,
+                top5_k=counts.k)

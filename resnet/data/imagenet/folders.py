@@ -1,78 +1,83 @@
-"""ImageNet folders: ``root/train/<wnid>/*.JPEG`` and ``root/val/<wnid>/*.JPEG``, listed and checked.
+"""data.imagenet to the listing a job trains on, and the images themselves.
 
-ILSVRC2012 is expected with the validation images sorted into class folders, as the common
-valprep script does. Labels are ImageFolder's: the class folders of train/ in sorted order; val/
-must hold exactly the same class folders (a missing or extra one would shift every label after it).
+    imagenet_listing(data, workers)   the checked listing of what data.imagenet names (one per job)
+    resolve_imagenet_root(...)        only the folder it resolves to
+    open_rgb(file)                    an image file as RGB, or one line naming it
+
+data.imagenet (resnet.config.preflight.imagenet_kind) is one of:
+
+- ``synthetic``: a small generated set (resnet.data.imagenet.synthetic), built once under data.cache;
+- a folder holding ILSVRC2012's three archives: the class folders are prepared from them once into
+  data.imagenet_prepared (resnet.data.imagenet.prepare; by the workflow's imagenet_data rule, or
+  here by the first job that finds them missing, e.g. on node-local scratch) and used only where
+  the preparation finished and the folder still holds what it wrote (the same digest);
+- a folder with train/<wnid>/ and val/<wnid>/, as a valprep script or torchvision leaves it: used as
+  it is; when the devkit archive lies beside them, the validation labels are checked against it.
+
+ILSVRC2012's counts are checked unless data.imagenet_partial (the synthetic set is never ILSVRC2012).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from PIL import Image
 
+from resnet.config.preflight import check_archive_folder, imagenet_kind, prepared_root
+from resnet.config.sections import IMAGENET_ARCHIVES, Data
 from resnet.data.errors import DataError
+from resnet.data.imagenet.listing import CONFIG_HINT, ImageNetListing, check_complete, list_imagenet
 from resnet.data.imagenet.synthetic import make_synthetic_imagenet
 
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-
-
-_CONFIG_HINT = ("set data.imagenet in config.yaml to an ILSVRC2012 folder with train/ and val/ class "
-                "folders, or 'synthetic'")
-
-
-def scan_split(root: str | Path, split: str,
-          classes: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]]]:
-    """(sorted class names, [(file, label)]) of ``root/split/<class>/*``, ImageFolder labels.
-
-    With ``classes`` (train/'s, for val/) the split must hold exactly those class folders: a
-    missing or extra one would shift every label after it, silently.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"ImageNet not found at {str(root)!r}: {_CONFIG_HINT}")
-    folder = root / split
-    if not folder.is_dir():
-        raise DataError(f"ImageNet folder {str(root)!r} has no {split}/ folder: {_CONFIG_HINT}")
-    found = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
-    if not found:
-        raise DataError(f"ImageNet folder {str(folder)!r} has no class folders: {_CONFIG_HINT}")
-    if classes is not None and found != classes:
-        missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
-        what = (f"lacks the class folder {missing[0]!r} that train/ has" if missing else
-                f"has a class folder {extra[0]!r} that train/ lacks")
-        raise DataError(f"ImageNet folder {str(folder)!r} {what} ({len(missing)} missing, {len(extra)} extra): "
-                        "both splits need the same class folders")
-    samples = []
-    for label, name in enumerate(found):
-        files = sorted(entry.path for entry in os.scandir(folder / name)
-                       if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES))
-        if not files:
-            raise DataError(f"ImageNet class folder {str(folder / name)!r} holds no images: {_CONFIG_HINT}")
-        samples.extend((file, label) for file in files)
-    return found, samples
-
-
-def imagenet_classes(root: str | Path) -> list[str]:
-    """Class folder names of ``root/train`` in label order."""
-    return scan_split(root, "train")[0]
-
-
 def open_rgb(file: str) -> Image.Image:
+    """The image as RGB, whatever it is stored as: CMYK or greyscale JPEG, a PNG under a .JPEG name.
+
+    The pixels as stored: an EXIF orientation tag is not applied (torchvision's ImageFolder loader
+    does not either), and the DALI loader is told the same (resnet.data.imagenet.dali).
+    """
     try:
         with Image.open(file) as image:
             return image.convert("RGB")
     except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"unreadable image {file!r} ({error}): replace or remove it, or {_CONFIG_HINT}") from None
+        raise DataError(f"unreadable image {file!r} ({error}): replace or remove it, or {CONFIG_HINT}") from None
+
+
+def imagenet_listing(data: Data, workers: int = 1) -> ImageNetListing:
+    """The listing of the ImageNet that data.* names, checked; prepared from the archives first if need be.
+
+    ``workers``: processes that extract the training archive when this job has to prepare it.
+    """
+    return find_imagenet(data.imagenet, data.cache, prepared_root(data), data.imagenet_partial, workers)
 
 
 def resolve_imagenet_root(setting: str | Path, cache_dir: str | Path) -> Path:
-    """``data.imagenet`` from config: 'synthetic' builds (once) a synthetic set under cache_dir;
-    anything else must be an ImageNet-layout folder with train/ and val/."""
-    if str(setting) == "synthetic":
-        return make_synthetic_imagenet(Path(cache_dir) / "synthetic-imagenet")
-    root = Path(setting).expanduser()
-    scan_split(root, "val", scan_split(root, "train")[0])
-    return root
+    """The class-folder root that ``setting`` (data.imagenet) names, counts unchecked (the tests' sets)."""
+    return Path(find_imagenet(str(setting), cache_dir, Path(setting) / "prepared", partial=True).root)
+
+
+def find_imagenet(setting: str, cache_dir: str | Path, prepared: Path, partial: bool, workers: int = 1) -> ImageNetListing:
+    kind = imagenet_kind(str(setting))
+    if kind == "synthetic":
+        return list_imagenet(make_synthetic_imagenet(Path(cache_dir) / "synthetic-imagenet"))
+    if kind == "archives":
+        from resnet.data.imagenet.prepare import prepare_imagenet
+
+        check_archive_folder(Path(setting).expanduser(), prepared)  # here too: the disk it will fill, before hours
+        manifest = prepare_imagenet(Path(setting).expanduser(), prepared, workers=workers, partial=partial)
+        listing = list_imagenet(prepared)
+        if listing.digest != manifest["digest"]:
+            raise DataError(f"the prepared ImageNet in {str(prepared)!r} changed after it was prepared "
+                            f"({listing.describe()}; prepared: {manifest['train_images']:,} training and "
+                            f"{manifest['val_images']:,} validation images): delete that folder to prepare "
+                            "it afresh")
+        check_complete(listing, partial)
+        return listing
+    listing = list_imagenet(setting)  # a missing folder: one line naming it
+    check_complete(listing, partial)
+    devkit = Path(setting).expanduser() / IMAGENET_ARCHIVES["devkit"]
+    if devkit.is_file():
+        from resnet.data.imagenet.devkit import check_val_labels, read_devkit
+
+        check_val_labels(listing, read_devkit(devkit), partial=partial)
+    return listing

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from resnet.data.errors import DataError
 from resnet.data.imagenet.crops import crop_pixels, finish_batch, train_crop
-from resnet.data.imagenet.folders import open_rgb, scan_split
+from resnet.data.imagenet.folders import open_rgb
+from resnet.data.imagenet.listing import ImageNetListing, as_listing
 from resnet.data.imagenet.sampler import ResumableSampler
 
 
@@ -33,10 +34,11 @@ class ImageNetTrainSet(Dataset):
     it is handed, so batches are the same whatever the number of loader workers.
     """
 
-    def __init__(self, root: str | Path, short_side: tuple[int, int] = (256, 480), crop: int = 224):
+    def __init__(self, root: ImageNetListing | str | Path, short_side: tuple[int, int] = (256, 480), crop: int = 224):
         if not crop <= short_side[0] <= short_side[1]:
             raise ValueError(f"need crop <= short_side[0] <= short_side[1], got {crop}, {short_side}")
-        self.classes, self.samples = scan_split(root, "train")
+        listing = as_listing(root)  # the job's listing (a folder is listed here)
+        self.classes, self.samples = list(listing.classes), listing.samples("train")
         self.short_side, self.crop = short_side, crop
 
     def __len__(self) -> int:
@@ -71,21 +73,22 @@ def one_line(error: DataError) -> DataError:
     return DataError(last.split(": ", 1)[1] if last.startswith((f"{DataError.__module__}.DataError", "DataError")) else last)
 
 
-def imagenet_train_loader(root: str | Path, batch_size: int, seed: int,
+def imagenet_train_loader(root: ImageNetListing | str | Path, batch_size: int, seed: int,
                           short_side: tuple[int, int] = (256, 480), crop: int = 224, workers: int = 8,
                           rank: int = 0, world_size: int = 1, start_sample: int = 0,
-                          device: torch.device | str = "cpu",
-                          channels_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                          device: torch.device | str = "cpu", channels_last: bool = False,
+                          worker_init=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """An endless iterator of this rank's (x, y) training batches on ``device``: the PIL loader.
 
     ``batch_size`` is the global batch (the paper: 256); each rank gets batch_size / world_size
     images per step. ``start_sample`` = iteration * batch_size resumes a run at the same data
     position with the same augmentation. Workers decode and crop to uint8; finish_batch does the
-    rest on the device. The folder is checked now; workers start on first next().
+    rest on the device. The folder is checked now; workers start on first next(), and run
+    ``worker_init`` first (the trainer's: leave the stop signals to it).
     """
     dataset = ImageNetTrainSet(root, short_side, crop)
     sampler = ResumableSampler(len(dataset), batch_size, seed, rank, world_size, start_sample)
-    loader = DataLoader(dataset, batch_size=batch_size // world_size, sampler=sampler,
+    loader = DataLoader(dataset, batch_size=batch_size // world_size, sampler=sampler, worker_init_fn=worker_init,
                         **loader_options(workers))
 
     def stream() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

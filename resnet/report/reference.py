@@ -1,0 +1,57 @@
+"""Reference results: cells the project trained at the paper's recipe, kept in results-reference/.
+
+    results-reference/<scale>/<model>/seed-<n>/   metrics.json, curve.csv, weights.pt (README.md there)
+
+A table row that the user's own run folders leave without a result (the cell is not in the plan,
+or not trained yet) shows the reference result instead, marked: status ``reference`` and a reason
+naming the folder. A row with any result of the user's own shows only the user's; the two are never
+averaged together, and a reference of another scale is never used.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from resnet.config.load import REPO_ROOT
+from resnet.report.cells import DONE, NOT_RUN, CellResult, read_cell
+from resnet.config.sections import Cell
+from resnet.paper.names import parse_model_name
+
+REFERENCE_ROOT = REPO_ROOT / "results-reference"
+REFERENCE = "reference"
+
+
+def reference_cells(scale: str, model: str, root: Path | None = None) -> list[CellResult]:
+    """The done reference cells of ``model`` at ``scale`` (in ``root``, default REFERENCE_ROOT), lowest seed first."""
+    root = Path(root or REFERENCE_ROOT)
+    found = []
+    for folder in sorted((Path(root) / scale / model).glob("seed-*")):
+        if not folder.name[len("seed-"):].isdigit():
+            continue
+        cell = Cell(model, int(folder.name[len("seed-"):]), parse_model_name(model).dataset)
+        result = read_cell(cell, folder)
+        if result.status == DONE:
+            result.status = REFERENCE
+            result.reason = (f"reference result ({folder.relative_to(root.parent)}), not trained by this "
+                             f"run: {reference_note(result)}")
+            found.append(result)
+    return found
+
+
+def reference_note(result: CellResult) -> str:
+    """Where and on what a reference cell was trained, from its provenance."""
+    provenance = result.metrics.get("provenance") or {}
+    data = result.metrics.get("data") or {}
+    return f"trained on {provenance.get('device', 'an unknown device')}, data {data.get('kind', '?')} {data.get('source', '?')}"
+
+
+def with_reference(scale: str, model: str, row: tuple[str, str, list[CellResult]],
+                   root: Path | None = None) -> tuple[str, str, list[CellResult]]:
+    """A table row's (status, reason, cells with results): the user's own, or, where the user has no
+    result and none was tried (not run), the reference's."""
+    status, reason, done = row
+    if status != NOT_RUN:
+        return row
+    references = reference_cells(scale, model, root)
+    if not references:
+        return row
+    return REFERENCE, references[0].reason + (f" ({len(references)} seeds)" if len(references) > 1 else ""), references

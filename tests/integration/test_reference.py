@@ -1,0 +1,68 @@
+"""Reference results (results-reference/): a finished cell's weights give its numbers again, and the
+tables show a reference only for rows the user's own run folders leave without a result, marked."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from resnet.config.load import load_config
+from resnet.report import reference
+from resnet.report.tables import table6_frame
+from resnet.report.cells import collect
+from tests.support.configs import job_args, job_of
+from tests.support.processes import run_cli
+
+CELL = "cifar-resnet-20/seed-0"
+
+
+@pytest.fixture
+def trained(make_config, tmp_path):
+    """A tiny ResNet-20 cell trained to its end, its weights saved as a reference folder keeps them."""
+    config = make_config()
+    out = tmp_path / "runs" / CELL  # a run folder: <runs>/<model>/seed-<n>
+    result = run_cli("train", *job_args(job_of(config, CELL)), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    torch.save(torch.load(out / "checkpoint.pt", weights_only=True)["model"], out / "weights.pt")
+    return config, out
+
+
+def test_the_weights_give_the_recorded_numbers_again_and_other_weights_do_not(trained):
+    config, out = trained
+    again = run_cli("evaluate", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    recorded = json.loads((out / "metrics.json").read_text())["final"]
+    for key in ("test_error", "val_error"):
+        assert f"{key}: {recorded[key]:.4f} (the recorded number)" in again.stdout
+    weights = torch.load(out / "weights.pt", weights_only=True)
+    weights["fc.weight"] = torch.flip(weights["fc.weight"], dims=[0])  # the classes' rows swapped round
+    torch.save(weights, out / "weights.pt")
+    moved = run_cli("evaluate", str(out))
+    assert moved.returncode == 1 and "recorded:" in moved.stdout, moved.stdout
+
+
+def test_a_missing_run_folder_is_one_line():
+    result = run_cli("evaluate", "no/such/folder")
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert "metrics.json" in result.stderr
+
+
+def test_a_reference_fills_only_rows_without_a_result_of_the_users_own(trained, tmp_path, monkeypatch):
+    config, out = trained
+    root = tmp_path / "results-reference"
+    for model in ("cifar-resnet-20", "cifar-resnet-32"):  # a reference for a planned and an unplanned row
+        shutil.copytree(out, root / "smoke" / model / "seed-0")
+    monkeypatch.setattr(reference, "REFERENCE_ROOT", root)
+    own = json.loads((out / "metrics.json").read_text())["final"]["test_error"]
+    typed = load_config(config)  # the tables read ResNet-20 alone: ResNet-32's row has no cell of the user's
+    frame = table6_frame(typed, collect(typed, [out / "metrics.json"])).set_index("model")
+    assert frame.loc["cifar-resnet-20", "status"] == "done"  # the user's own result, not the reference
+    row = frame.loc["cifar-resnet-32"]
+    assert row["status"] == "reference" and row["reproduced_test_error"] == pytest.approx(own)
+    assert "results-reference/smoke/cifar-resnet-32/seed-0" in row["reason"]
+    assert frame.loc["cifar-resnet-44", "status"] == "not run"  # no reference there
+    monkeypatch.setattr(reference, "REFERENCE_ROOT", tmp_path / "nowhere")
+    assert table6_frame(typed, collect(typed, [out / "metrics.json"])).set_index("model").loc[
+        "cifar-resnet-32", "status"] == "not run"
