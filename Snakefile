@@ -21,3 +21,7 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         ARTEFACTS,
+        # Every planned cell's record, named here too: a metrics.json deleted (or a run folder moved
+        # aside) after the tables were built reruns its cell, and then the tables, instead of leaving
+        # the tables' older rows standing (Snakemake reruns a missing file only for a job that needs it).
+        run_metrics(CELLS),

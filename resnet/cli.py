@@ -10,8 +10,10 @@
     python -m resnet mlflow-sync --config config.yaml   # rebuild the MLflow store from the run folders
 
 Exit status: 0 done; 1 the cell failed (diverged, or interrupted more often than
-resources.max_resubmits; metrics.json says why); 2 bad input (one line says what and how to fix
-it); 75 interrupted by a signal after writing a checkpoint (run the same command to resume).
+resources.max_resubmits; metrics.json says why), or its files could not be written (no space left:
+one line names the folder); 2 bad input (one line says what and how to fix it); 73 the run folder
+is held by another trainer of the cell (one line names it and the holder; run again once that one
+has ended); 75 interrupted by a signal after writing a checkpoint (run the same command to resume).
 With --record-failure (the workflow's train jobs) a failure of any kind is recorded in
 metrics.json with status failed and the job exits 0: the tables say why, and the next workflow
 run retries the cell.
@@ -22,10 +24,12 @@ import argparse
 import json
 import sys
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1  # the cell failed (diverged, or out of resubmissions); metrics.json says why
+EXIT_BUSY = 73  # EX_CANTCREAT: another trainer holds the run folder; try again once it has ended
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: try again later
 
 
@@ -67,39 +71,67 @@ def _job(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from resnet.engine.distributed import rank
     from resnet.engine.launch import processes_for, run_processes
+    from resnet.runs.lock import RunFolderBusy, hold_run_folder
+
+    job, out = _job(args)
+    try:
+        if args.launch:
+            processes = processes_for(job)
+            if processes > 1:  # the launcher's processes run this command without --launch
+                with hold_run_folder(out, wait_s=args.wait_for_folder):
+                    pass  # a busy folder is refused here, with this status, rather than by process 0
+                argv = [word for word in args.argv if word not in ("--launch", "--record-failure")]
+                return run_processes(job, processes, argv, out, args.record_failure, args.retry_of or None)
+        # Process 0 holds the folder from the start to the failure record (train() holds it too).
+        with hold_run_folder(out, wait_s=args.wait_for_folder) if rank() == 0 else nullcontext():
+            return _train_and_record(job, out, args)
+    except RunFolderBusy as busy:
+        print(f"busy: {busy}", file=sys.stderr)
+        return EXIT_BUSY
+
+
+def _train_and_record(job, out: Path, args: argparse.Namespace) -> int:
+    from resnet.engine.distributed import rank
     from resnet.engine.loop import train
     from resnet.engine.outcome import record_failure
     from resnet.engine.stops import Diverged, GaveUp, Interrupted
+    from resnet.runs.lock import RunFolderBusy
+    from resnet.runs.records import RecordError
 
-    job, out = _job(args)
-    if args.launch:
-        processes = processes_for(job)
-        if processes > 1:  # the launcher's processes run this command without --launch
-            argv = [word for word in args.argv if word not in ("--launch", "--record-failure")]
-            return run_processes(job, processes, argv, out, args.record_failure, args.retry_of or None)
     try:
-        metrics = train(job, out, quiet=args.quiet, retry_of=args.retry_of or None)
+        metrics = train(job, out, quiet=args.quiet, retry_of=args.retry_of or None, wait_s=args.wait_for_folder)
     except (GaveUp, Diverged) as stop:
         print(f"failed: {stop}", file=sys.stderr)
         return 0 if args.record_failure else EXIT_FAILED
     except Interrupted as stop:
         print(f"interrupted: {stop}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except RunFolderBusy:
+        raise  # nothing of this cell's to record: the folder is another trainer's
     except Exception as error:
-        bad_input = isinstance(error, _bad_input_errors())
         if not args.record_failure:
             raise
+        if isinstance(error, RecordError):  # the record itself is unreadable: kept, the tables say why
+            print(f"failed: {job.cell}: {error}", file=sys.stderr)
+            return 0
         # Inside the workflow a failure is recorded and the job ends 0: the tables say why, the
         # cell is not resubmitted (resources.max_resubmits is for interruptions only), and the
         # next run of the workflow retries it. Bad input gets its one line, a crash its traceback.
-        if not bad_input:
+        if not isinstance(error, _bad_input_errors()) and _no_room(error) is None:
             traceback.print_exc()
-        reason = f"{type(error).__name__}: {error}".splitlines()[0][:500]
-        record_failure(job, out, reason, retry_of=args.retry_of or None)
+        reason = (_no_room(error) or f"{type(error).__name__}: {error}").splitlines()[0][:500]
+        try:
+            if rank() == 0:
+                record_failure(job, out, reason, retry_of=args.retry_of or None)
+        except OSError as unwritten:
+            print(f"failed: {job.cell}: {reason}; the failure could not be recorded either "
+                  f"({unwritten.strerror})", file=sys.stderr)
+            return EXIT_FAILED
         print(f"failed: {job.cell}: {reason} (recorded in {out / 'metrics.json'})", file=sys.stderr)
         return 0
-    if metrics is None:  # a torchrun process other than 0: process 0 reports
+    if metrics is None:  # a training process other than 0: process 0 reports
         return 0
     shown = {k: round(v, 2) for k, v in metrics.final.items() if isinstance(v, float)}
     print(f"{job.cell}: {metrics.status} {shown} -> {out}")
@@ -192,9 +224,10 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def cmd_mlflow_sync(args: argparse.Namespace) -> int:
-    """Create or complete the MLflow run of every run folder of the scale (a lost or new store)."""
+    """Create or complete the MLflow run of every run folder of the scale, and the report run of the
+    results folder above them (a lost or new store, or one that was busy during the summary step)."""
     from resnet.runs.folder import runs_root
-    from resnet.tracking.sync import sync_run_folders
+    from resnet.tracking.sync import sync_report_run, sync_run_folders
 
     config = _config(args)
     runs = Path(args.runs) if args.runs else runs_root(config.scale)
@@ -210,7 +243,11 @@ def cmd_mlflow_sync(args: argparse.Namespace) -> int:
     missed = sorted(cell for cell, outcome in results.items() if outcome is None)
     print(f"{len(results) - len(missed)} of {len(results)} finished cells mirrored"
           + (f"; not mirrored: {', '.join(missed)} (see the warnings)" if missed else ""))
-    return EXIT_FAILED if missed else 0
+    results_folder = runs.parent.parent  # results/runs/<scale> -> results/
+    warnings: list[str] = []
+    report = sync_report_run(uri, experiment, results_folder, config.scale,
+                             echo=lambda line: print(line, flush=True), warnings=warnings)
+    return EXIT_FAILED if missed or (report is None and warnings) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +269,9 @@ def _add_train(commands) -> None:
     train.add_argument("--out", help="run folder (default results/runs/<scale>/<cell>)")
     train.add_argument("--record-failure", action="store_true",
                        help="on failure write metrics.json with status failed and exit 0 (the workflow uses this)")
+    train.add_argument("--wait-for-folder", type=float, default=0.0, metavar="SECONDS",
+                       help="if another trainer holds the run folder, wait up to SECONDS for it before "
+                            "exiting with status 73 (default: exit at once; the workflow passes a wait)")
     train.add_argument("--launch", action="store_true",
                        help="ImageNet: run engine.processes training processes (0: one per visible GPU)")
     train.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -289,6 +329,20 @@ def _add_tools(commands) -> None:
     sync.set_defaults(func=cmd_mlflow_sync)
 
 
+def _no_room(error: BaseException) -> str | None:
+    """A full disk or quota, as one line naming the folder and what to do; None for other errors."""
+    import errno
+
+    if not isinstance(error, OSError) or error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = Path(error.filename or "the run folder")
+    if where.name.startswith(".") and where.name.endswith(".tmp"):  # a file being written atomically
+        where = where.parent
+    return (f"no space left for '{where}' ({error.strerror}): free space on its file system, or train into "
+            f"another folder (--out, or another working directory for results/); the last checkpoint "
+            f"written is kept, and the same command resumes from it")
+
+
 def _unwritable(error: OSError) -> bool:
     """A folder the user may not write to: bad input (fix the permissions or the path), not a crash."""
     import errno
@@ -314,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + 13  # 128 + SIGPIPE, the status a shell reports for such a pipeline stage
     except OSError as error:
+        if _no_room(error) is not None:
+            print(f"error: {_no_room(error)}", file=sys.stderr)
+            return EXIT_FAILED
         if not _unwritable(error):
             raise
         where = error.filename or "the results folder"

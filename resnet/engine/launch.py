@@ -17,7 +17,8 @@ reached the workflow as the trainer's 75.
   next collective, so they get SIGTERM (a checkpoint, if they can) and, GRACE_S later, SIGKILL.
 - Exit status, as for one process (resnet.cli): 0 done; 75 interrupted after a checkpoint; 1 the cell
   failed (diverged, or interrupted more than resources.max_resubmits; process 0 wrote metrics.json);
-  2 bad input; another status if a process crashed. With --record-failure, a failure is recorded in
+  2 bad input; 73 another trainer holds the run folder (nothing recorded: the folder is not this
+  run's); another status if a process crashed. With --record-failure, a failure is recorded in
   metrics.json (by process 0, or here with the failing process's last line when process 0 could
   not) and the launcher ends 0, as one process does.
 
@@ -42,7 +43,7 @@ from resnet.engine.distributed import launched
 from resnet.engine.stops import STOP_SIGNALS
 
 GRACE_S = 60.0  # after one process failed: how long the others get to stop before SIGKILL
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 75  # resnet.cli's statuses
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_INTERRUPTED = 1, 2, 73, 75  # resnet.cli's statuses
 
 
 def processes_for(job) -> int:
@@ -163,11 +164,14 @@ def _wait(children: list[_Process]) -> None:
 
 def _verdict(job, children: list[_Process], out: Path, record_failure: bool, retry_of: str | None) -> int:
     from resnet.engine.outcome import record_failure as write_failure
+    from resnet.runs.lock import hold_run_folder
     from resnet.runs.records import Metrics, RecordError
 
     statuses = [child.status for child in children]
     if all(status == 0 for status in statuses):
         return 0
+    if statuses[0] == EXIT_BUSY:  # process 0 found the folder held by another trainer: not ours to write
+        return EXIT_BUSY
     if all(status in (0, EXIT_INTERRUPTED) for status in statuses):
         return EXIT_INTERRUPTED
     first = min((child for child in children if child.status not in (0, EXIT_INTERRUPTED)),
@@ -183,6 +187,7 @@ def _verdict(job, children: list[_Process], out: Path, record_failure: bool, ret
         print(f"failed: {job.cell}: training process {first.rank}: {what}", file=sys.stderr, flush=True)
         return first.status if first.status and first.status > 0 else EXIT_FAILED
     reason = f"training process {first.rank} of {len(children)} failed: {what}"[:500]
-    write_failure(job, Path(out), reason, retry_of=retry_of)
+    with hold_run_folder(out):  # process 0 has ended: written only if no other trainer took the folder since
+        write_failure(job, Path(out), reason, retry_of=retry_of)
     print(f"failed: {job.cell}: {reason} (recorded in {Path(out) / 'metrics.json'})", file=sys.stderr, flush=True)
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +35,32 @@ from resnet.engine.stops import Diverged, GaveUp, Interrupted, StopRequest, sign
 from resnet.engine.tasks import make_task
 from resnet.models.nets import build_model
 from resnet.runs import files as runfiles
-from resnet.runs.folder import prepare_run_folder
+from resnet.runs.folder import check_room, prepare_run_folder
+from resnet.runs.lock import hold_run_folder
 from resnet.runs.progress import banner, progress
-from resnet.runs.records import Checkpoint, Metrics, TrainState
+from resnet.runs.records import CHECKPOINT_FIX, Checkpoint, CheckpointError, Metrics, TrainState
 
-def train(job: Job, out: Path, quiet: bool = False, retry_of: str | None = None) -> Metrics | None:
+def train(job: Job, out: Path, quiet: bool = False, retry_of: str | None = None,
+          wait_s: float = 0.0) -> Metrics | None:
     """Train (or resume, or skip if done) one cell; write its files; return its metrics.
 
-    ``retry_of``: the failure id this run retries (recorded in metrics.json; the workflow's retry
-    trigger reads it). Returns None on torchrun processes other than 0.
+    ``retry_of``: the workflow's rerun token of the record this run replaces (resnet.runs.folder
+    .rerun_token; recorded in metrics.json). Returns None on training processes other than 0.
+    Process 0 holds the run folder's lock throughout (RunFolderBusy if another trainer holds it
+    for longer than ``wait_s``) and alone prepares the folder; the others start after it has.
     """
     out = Path(out)
-    done = prepare_run_folder(job, out, may_move=distributed.rank() == 0)
-    if done is not None:
-        print(f"{job.cell}: already done ({out / 'metrics.json'})", file=sys.stderr)
-        return done
-    from resnet.engine.distributed import Distributed
+    main = distributed.rank() == 0
+    with hold_run_folder(out, wait_s=wait_s) if main else nullcontext():
+        done = prepare_run_folder(job, out) if main else None
+        from resnet.engine.distributed import Distributed
 
-    with Distributed() as dist, StopRequest() as stop:
-        return _Run(job, out, dist, stop, quiet, retry_of).train()
+        with Distributed() as dist, StopRequest() as stop:
+            if dist.any(done is not None):  # process 0 found the cell done; every process stops
+                if done is not None:
+                    print(f"{job.cell}: already done ({out / 'metrics.json'})", file=sys.stderr)
+                return done
+            return _Run(job, out, dist, stop, quiet, retry_of).train()
 
 
 class _Run:
@@ -77,11 +85,16 @@ class _Run:
         self.state = TrainState(warming_up=getattr(self.recipe, "warmup_lr", None) is not None)
         if self.checkpoint_path.exists():
             saved = Checkpoint.load(self.checkpoint_path)
+            if saved.recipe != self.recipe.to_dict():  # process 0 set any other recipe's files aside
+                raise CheckpointError(f"checkpoint '{self.checkpoint_path}' is of another recipe or cell: "
+                                      f"{CHECKPOINT_FIX}")
             self.model.load_state_dict(saved.model)
             self.optimizer.load_state_dict(saved.optimizer)
             torch.set_rng_state(saved.torch_rng)
             self.state = saved.state
             dist.print(f"{job.cell}: resuming at iteration {self.state.iteration} from {self.checkpoint_path}")
+        if dist.is_main:  # a checkpoint that cannot be written is refused now, not after its iterations
+            check_room(out, _checkpoint_bytes(self.model, self.checkpoint_path))
         dist.print(banner(job, self.device, self.model, dist))
         self.step = make_step(dist.wrap(self.model), self.optimizer, job, self.device, single_process=not dist.enabled)
         # mlflow.live false: no MLflow here; the workflow's summary step (or mlflow-sync) logs the run
@@ -241,3 +254,11 @@ class _Run:
             self.mirror.result(metrics, self.out)
             self.mirror.close()
         return metrics
+
+
+def _checkpoint_bytes(model: torch.nn.Module, existing: Path) -> int:
+    """About the size of this cell's checkpoint: the last one's, else weights, buffers and SGD momentum."""
+    if existing.exists():
+        return existing.stat().st_size
+    tensors = list(model.parameters()) * 2 + list(model.buffers())
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)

@@ -1,7 +1,9 @@
 """What each planned cell's run folder says: its status (done, failed, not run), numbers and curve.
 
 The tables, figures and the summary read the cells through ``collect``: a cell's files are the
-metrics.json the workflow hands the rule (``snakemake.input``) and the curve.csv beside it.
+metrics.json the workflow hands the rule (``snakemake.input``) and the curve.csv beside it. A done
+cell whose metrics.json is unreadable, of the wrong types, or disagrees with its curve or checkpoint
+(``disagreement``) is reported failed, with one line naming the file and the fix.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from resnet.config.load import load_config
 from resnet.config.sections import Cell, Config
 from resnet.paper.names import parse_model_name
 from resnet.runs import files as runfiles
-from resnet.runs.records import Metrics, RecordError
+from resnet.runs.folder import restored_copy
+from resnet.runs.records import Checkpoint, CheckpointError, Metrics, RecordError
 
 DONE, FAILED, NOT_RUN = "done", "failed", "not run"
 
@@ -78,10 +81,53 @@ def read_cell(cell, folder: Path) -> CellResult:
     result.metrics = dataclasses.asdict(metrics)
     if metrics.done:
         result.status = DONE
+        problem = disagreement(cell, metrics, folder)
+        if problem is not None:  # reported as failed, so that no table or figure shows its numbers
+            result.status, result.reason = FAILED, problem
     else:
         result.status = FAILED
         result.reason = metrics.reason or f"metrics.json has status {metrics.status!r}"
     return result
+
+
+def disagreement(cell: Cell, metrics: Metrics, folder: Path) -> str | None:
+    """Where a done cell's metrics.json disagrees with its curve.csv or checkpoint.pt; None if it agrees.
+
+    The final errors that training copies from the curve's last row (the training error; CIFAR's
+    test and validation errors, measured once for both) must equal that row in curve.csv (written
+    to 6 significant digits) and in the checkpoint's state, at the same iteration, under the same
+    recipe. A file edited by hand, or files of two runs in one folder, show up here. A file that
+    is missing is not a disagreement (a checkpoint may be deleted to save space).
+    """
+    kept = restored_copy(folder)
+    if kept is not None:
+        return (f"'{folder / 'metrics.json'}' is a copy of {kept.relative_to(folder)}, an older run's record, "
+                f"not this run's: run the workflow again to finish the cell")
+    fix = "delete metrics.json to recompute it from checkpoint.pt (or retrain the cell)"
+    others = []
+    rows = runfiles.read_curve(folder / "curve.csv")
+    if rows:
+        others.append(("curve.csv", rows[-1]))
+    if (folder / "checkpoint.pt").exists():
+        try:
+            saved = Checkpoint.load(folder / "checkpoint.pt", mmap=True)  # the tensors stay on disk
+        except CheckpointError as error:
+            return f"{error}; the record cannot be checked against it"
+        if saved.recipe != metrics.recipe:
+            return f"'{folder / 'checkpoint.pt'}' is of another recipe than metrics.json: {fix}"
+        others.append(("checkpoint.pt", {**(saved.state.rows[-1] if saved.state.rows else {}),
+                                         "iteration": saved.state.iteration}))
+    compared = ("train_error", "test_error", "val_error") if cell.dataset == "cifar10" else ("train_error",)
+    for name, last in others:
+        if last.get("iteration") != metrics.iterations:
+            return (f"'{folder / 'metrics.json'}' says {metrics.iterations} iterations, {name} "
+                    f"{last.get('iteration')}: {fix}")
+        for key in compared:
+            ours, theirs = metrics.final.get(key), last.get(key)
+            if ours is not None and theirs is not None and not math.isclose(ours, theirs, rel_tol=1e-5):
+                return (f"'{folder / 'metrics.json'}' final.{key} is {ours:g}, {name} has {theirs:g} at "
+                        f"iteration {metrics.iterations}: {fix}")
+    return None
 
 
 def _read_curve(path: Path) -> pd.DataFrame | None:

@@ -42,11 +42,12 @@ TABLE_COLUMNS = {"table2": [("top-1", "reproduced_top1", "paper_top1", "diff_top
 
 
 def write_summary(config: dict, metrics_files: list[Path], out_md: Path,
-                  links: dict[str, Path] | None = None) -> str:
+                  links: dict[str, Path] | None = None, mlflow_trouble: str | None = None) -> str:
     """results/README.md: scale, per-table agreement with the paper, cell status, links, provenance.
 
     ``links`` maps "Table 2", "Figure 6", ... to the written files; by default they are looked up
-    beside ``out_md`` and in its subfolders ``tables/`` and ``figures/``.
+    beside ``out_md`` and in its subfolders ``tables/`` and ``figures/``. ``mlflow_trouble``: what
+    the MLflow store is missing and why (resnet.report.publish), said in a section of its own.
     """
     config = normalised_config(config)
     out_md = Path(out_md)
@@ -55,6 +56,8 @@ def write_summary(config: dict, metrics_files: list[Path], out_md: Path,
     sections = [_scale_section(config), _cells_section(cells),
                 _tables_section(config, cells, links, out_md.parent),
                 _links_section(links, out_md.parent), _provenance_section(cells)]
+    if mlflow_trouble:
+        sections.append(f"## MLflow\n\n**Not mirrored:** {mlflow_trouble}\n")
     text = "\n\n".join(section.strip() for section in sections) + "\n"
     runfiles.atomic_write_text(out_md, text)
     return text

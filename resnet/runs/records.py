@@ -37,16 +37,17 @@ class CheckpointError(RuntimeError):
 CHECKPOINT_FIX = "delete it to restart this cell from iteration 0 (the other files of the run are kept)"
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     """A checkpoint's state, loaded with torch's weights-only unpickler.
 
     Only tensors and plain values (dict, list, tuple, str, int, float, bool, None) are accepted: a
     file planted in a shared results/ folder cannot run code when a cell resumes. Anything else is
-    refused with the same CheckpointError as a torn file.
+    refused with the same CheckpointError as a torn file. ``mmap``: the tensors stay in the file
+    until used (reading the recipe and the loop's state costs no more than the pickle).
     """
     fix = CHECKPOINT_FIX
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         refused = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line
                    or "Unsupported operand" in line]
@@ -118,9 +119,42 @@ class Metrics:
         if unknown:
             raise RecordError(f"'{path}' has unknown keys {unknown}: it was not written by this version")
         try:
-            return cls(**values)
+            record = cls(**values)
         except TypeError as error:
             raise RecordError(f"'{path}' is not a complete metrics record ({error})") from None
+        wrong = record.wrongly_typed()
+        if wrong:
+            raise RecordError(f"'{path}': {wrong}: the file was edited or damaged; delete it to recompute it "
+                              f"from the cell's checkpoint (or retrain the cell)")
+        return record
+
+    def wrongly_typed(self) -> str | None:
+        """The first value of another type than this record's (e.g. a number written as "90,5"), or None."""
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if not _of_type(value, str(item.type)):
+                return f"{item.name} is {value!r} ({type(value).__name__}), expected {item.type}"[:300]
+        for key, value in self.final.items():  # numbers, a list of them (Figure 7), or null
+            values = value if isinstance(value, list) else [value]
+            if not all(item is None or _number(item) for item in values):
+                return f"final.{key} is {value!r}, not a number"[:300]
+        return None
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "None": (type(None),),
+                                       "dict": (dict,), "list": (list,)}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _of_type(value: Any, annotation: str) -> bool:
+    """Whether ``value`` (from JSON) fits a field annotation such as "float | None" or "dict[str, Any]"."""
+    kinds = [part.strip().split("[")[0] for part in annotation.split("|")]
+    if isinstance(value, bool):
+        return "bool" in kinds
+    return any(isinstance(value, _TYPES.get(kind, object)) for kind in kinds)
 
 
 @dataclass
@@ -192,8 +226,8 @@ class Checkpoint:
         runfiles.atomic_write_bytes(Path(path), buffer.getvalue())
 
     @classmethod
-    def load(cls, path: Path) -> "Checkpoint":
-        values = load_checkpoint(Path(path))
+    def load(cls, path: Path, mmap: bool = False) -> "Checkpoint":
+        values = load_checkpoint(Path(path), mmap=mmap)
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(values, dict) or values.get("format") != CHECKPOINT_FORMAT or set(values) != names:
             found = values.get("format") if isinstance(values, dict) else type(values).__name__

@@ -154,10 +154,15 @@ class Tracker:
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str, run_id: str | None = None,
                  tags: dict[str, str] | None = None, params: dict[str, Any] | None = None,
-                 description: str | None = None, find: bool = False, consequence: str | None = None) -> None:
+                 description: str | None = None, find: bool = False, consequence: str | None = None,
+                 start_time_ms: int | None = None) -> None:
         self.uri, self.experiment = tracking_uri, experiment
         self.run_id: str | None = None
         self.started_new = False
+        # A new run's start (ms since the epoch): the training's, for a run mirrored from its files;
+        # None: now. A run found in the store keeps the start it has.
+        self.start_time_ms = start_time_ms
+        self.warnings: list[str] = []  # the warning lines printed, for a caller that reports them
         self.sent = 0  # metric values this object sent to the store
         # step of the last value logged per metric: a resumed run skips what its earlier attempts logged
         self._logged_through: dict[str, int] = {}
@@ -185,13 +190,15 @@ class Tracker:
             self.run_id = found
             _call(lambda: self.client.update_run(found, status="RUNNING"))
             self._logged_through = _call(self._last_steps)
-            existing = _call(lambda: self.client.get_run(found)).data.params
+            run = _call(lambda: self.client.get_run(found))
+            self.start_time_ms, existing = run.info.start_time, run.data.params
             self.log_params({k: v for k, v in _flatten(params).items() if k not in existing})
             self.set_tags(tags)
             return
         if run_id is not None or find:
             tags = {**tags, REPLACES_TAG: run_id or "none"}
-        run = _call(lambda: self.client.create_run(experiment_id, run_name=run_name, tags=tags))
+        run = _call(lambda: self.client.create_run(experiment_id, run_name=run_name, tags=tags,
+                                                   start_time=self.start_time_ms))
         self.run_id, self.started_new = run.info.run_id, True
         if run_id is not None:
             print(f"warning: MLflow run {run_id} is not in the store {self.uri} (experiment {self.experiment!r}): "
@@ -233,8 +240,9 @@ class Tracker:
             return
         self._warned.add(what)
         reason = (str(error).strip().splitlines() or [""])[0][:300]
-        print(f"warning: MLflow ({self.uri}): {what}: {type(error).__name__}: {reason}. {self.consequence}",
-              file=sys.stderr, flush=True)
+        line = f"warning: MLflow ({self.uri}): {what}: {type(error).__name__}: {reason}. {self.consequence}"
+        self.warnings.append(line)
+        print(line, file=sys.stderr, flush=True)
 
     def _guard(self, what: str, action: Callable[[], Any]) -> bool:
         """Run action against the store: True if it went through, False (one warning) if not.
@@ -321,10 +329,11 @@ class Tracker:
         return self._guard(f"logging {Path(path).name}",
                            lambda: _call(lambda: self.client.log_artifact(self.run_id, str(path))))
 
-    def log_result(self, metrics: Any, folder: Path) -> bool:
+    def log_result(self, metrics: Any, folder: Path, end_time_ms: int | None = None) -> bool:
         """A finished (or failed) cell: final numbers, metrics.json and curve.csv, and the run's status.
 
-        ``metrics``: metrics.json's record (resnet.records.Metrics) or the same as a dict."""
+        ``metrics``: metrics.json's record (resnet.records.Metrics) or the same as a dict;
+        ``end_time_ms``: when the training ended (a run mirrored from its files), None: now."""
         if dataclasses.is_dataclass(metrics):
             metrics = dataclasses.asdict(metrics)
         final = final_metrics(metrics.get("final") or {})
@@ -336,14 +345,18 @@ class Tracker:
             if (Path(folder) / name).is_file():
                 ok &= self.log_artifact(Path(folder) / name)
         if metrics.get("status") == "done":
-            return self.finish("FINISHED") and ok
+            return self.finish("FINISHED", end_time_ms) and ok
         if metrics.get("reason"):
             ok &= self.set_tags({"failure": str(metrics["reason"])[:5000]})
-        return self.finish("FAILED") and ok
+        return self.finish("FAILED", end_time_ms) and ok
 
-    def finish(self, status: str = "FINISHED") -> bool:
-        """status: FINISHED, FAILED or KILLED (interrupted; a resumed run sets it RUNNING again)."""
-        return self._guard(f"marking the run {status}",
-                           lambda: _call(lambda: self.client.set_terminated(self.run_id, status=status)))
+    def finish(self, status: str = "FINISHED", end_time_ms: int | None = None) -> bool:
+        """status: FINISHED, FAILED or KILLED (interrupted; a resumed run sets it RUNNING again).
+
+        ``end_time_ms``: the run's end (None: now); not before the run's start, which stays."""
+        if end_time_ms is not None and self.start_time_ms is not None and end_time_ms < self.start_time_ms:
+            end_time_ms = None
+        return self._guard(f"marking the run {status}", lambda: _call(
+            lambda: self.client.set_terminated(self.run_id, status=status, end_time=end_time_ms)))
 
 

@@ -70,16 +70,18 @@ def write_failed(results: Path, cell: str, reason: str = FAILURE) -> None:
 
 
 def write_done(results: Path, cell: str, final: dict, dataset: str = "cifar10") -> None:
-    """A hand-made finished cell: metrics.json with the given final numbers and a short curve."""
+    """A hand-made finished cell: metrics.json with the given final numbers and a short curve whose
+    last row shows them, as training writes it (resnet.report.cells.disagreement checks that)."""
     model, seed = cell.split("/seed-")
     folder = run_folder(results, cell)
     Metrics(cell=cell, model=model, dataset=dataset, seed=int(seed), scale="smoke", status="done", recipe={},
             settings={}, iterations=4, final=final, parameters=1,
             provenance={"git": {"commit": "abc", "dirty": False}, "device": "cpu", "versions": {"torch": "x"}},
             ).write(folder / "metrics.json")
-    runfiles.write_curve(folder / "curve.csv", [
-        {"iteration": i, "train_error": 90.0 - i, "val_error": 80.0 if i % 2 == 0 else None,
-         "test_error": 85.0 if i % 2 == 0 and dataset == "cifar10" else None} for i in range(1, 5)])
+    rows = [{"iteration": i, "train_error": 90.0 - i, "val_error": 80.0 if i % 2 == 0 else None,
+             "test_error": 85.0 if i % 2 == 0 and dataset == "cifar10" else None} for i in range(1, 5)]
+    rows[-1].update({key: value for key, value in final.items() if key in rows[-1]})
+    runfiles.write_curve(folder / "curve.csv", rows)
 
 
 @contextlib.contextmanager

@@ -11,8 +11,8 @@ from resnet.config.schema import ConfigError
 from resnet.config.job import resolve_cell, settings_json
 from resnet.engine.stops import STOP_SIGNALS
 from resnet.paper.names import parse_model_name
-from resnet.runs.folder import runs_root
-from resnet.runs.records import Metrics, RecordError
+from resnet.runs.folder import rerun_token, runs_root
+from resnet.runs.lock import WORKFLOW_WAIT_S
 
 
 def _refuse(error):
@@ -78,16 +78,13 @@ def retry_of(wildcards):
 
     A failed run's metrics.json carries a new failure id; this param then differs from the one
     recorded when the job last ran, so the next `snakemake` reruns the cell (a dry run lists it as
-    "params changed"). The rerun records the id it retried (metrics.json retry_of), so once done the
-    param is stable again and the cell stays done.
+    "params changed"). The rerun records the token it started from (metrics.json retry_of), so once
+    done the param is stable again and the cell stays done. A record Snakemake put back after a
+    failed job (the output is `update`, train.smk) has a new modification time in the token, so that
+    cell is rerun too rather than taken as done (resnet.runs.folder.rerun_token).
     """
-    try:
-        metrics = Metrics.read(Path(RUNS, cell_id(wildcards), "metrics.json"))
-    except RecordError:
-        return ""
-    if metrics is None:
-        return ""
-    return (metrics.failure_id if not metrics.done else metrics.retry_of) or ""
+    recipe = resolve_cell(CONFIG, cell_id(wildcards)).recipe.to_dict()
+    return rerun_token(Path(RUNS, cell_id(wildcards)), recipe)
 
 
 def job_resources(dataset):

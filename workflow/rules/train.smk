@@ -2,7 +2,10 @@
 # checkpoint.pt). A job that fails (bad input, a crash, divergence) records status "failed" and the
 # reason in metrics.json and ends 0, so the tables say why and the other cells go on; the next
 # workflow run retries it (param retry_of). A job stopped by a signal (time limit, preemption)
-# exits 75 after a checkpoint and is resubmitted (`retries`), resuming where it stopped.
+# exits 75 after a checkpoint and is resubmitted (`retries`), resuming where it stopped. A job whose
+# run folder another trainer of the cell holds (a trainer started by hand, a requeued SLURM job's
+# first instance still draining) waits up to resnet.runs.lock.WORKFLOW_WAIT_S for it, then exits 73
+# and is resubmitted the same way: by then the other one may have ended.
 
 
 wildcard_constraints:
@@ -14,7 +17,11 @@ rule train:
     input:
         imagenet=imagenet_ready,  # ImageNet made ready first (data.smk)
     output:
-        metrics=f"{RUNS}/{{model}}/seed-{{seed}}/metrics.json",
+        # `update`: Snakemake keeps the file while the job runs instead of deleting it first, so a
+        # run set aside for a new recipe keeps its metrics.json (final numbers, Figure 7's layer
+        # statistics, data hash, provenance) in superseded-<time>/. If the job fails, Snakemake puts
+        # the file back as it found it; resnet.runs.folder says what the next job makes of that.
+        metrics=update(f"{RUNS}/{{model}}/seed-{{seed}}/metrics.json"),
     log:
         f"results/logs/{SCALE}/{{model}}/seed-{{seed}}.log",
     benchmark:
@@ -58,6 +65,7 @@ rule train:
     shell:
         "{PYTHON} -m resnet train --launch --record-failure --out {params.out:q} "
         "--recipe {params.recipe:q} --settings {SETTINGS} --retry-of={params.retry_of:q} "
+        "--wait-for-folder {WORKFLOW_WAIT_S} "
         ">> {log:q} 2>&1 & trainer=$!; "
         "{FORWARD_STOP_SIGNALS}; "
         "wait $trainer && status=0 || status=$?; "

@@ -24,6 +24,7 @@ import io
 import os
 import pickle
 import tarfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,15 +113,37 @@ def _read_torchvision(folder: Path) -> dict:
 
 
 def _decode(data: bytes, where: str) -> np.ndarray:
+    """One 32x32 image as uint8 RGB; any other size is refused from its header, before decoding."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            pixels = np.asarray(image.convert("RGB"))
+        with warnings.catch_warnings():  # the size is checked here; PIL's warning would only repeat it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                size = image.size
+                pixels = np.asarray(image.convert("RGB")) if size == (IMAGE_SIZE, IMAGE_SIZE) else None
+    except Image.DecompressionBombError:  # so large that PIL refuses to open it: the header says how large
+        raise DataError(_size_error(where, *_header_size(data))) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"unreadable image {where!r} ({error}): {_CONFIG_HINT}") from None
-    if pixels.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
-        raise DataError(f"image {where!r} is {pixels.shape[1]}x{pixels.shape[0]}, CIFAR-10 images are "
-                        f"32x32: {_CONFIG_HINT}")
+    if pixels is None:
+        raise DataError(_size_error(where, *size))
     return pixels
+
+
+def _header_size(data: bytes) -> tuple[int | str, int | str]:
+    """An image's width and height from its header, with PIL's pixel limit lifted for this read only."""
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Exception:
+        return "?", "?"
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _size_error(where: str, width, height) -> str:
+    return f"image {where!r} is {width}x{height}, CIFAR-10 images are 32x32: {_CONFIG_HINT}"
 
 
 Files = dict[str, dict[str, list[tuple[str, bytes]]]]  # {split: {class: [(file name, bytes)]}}
