@@ -81,6 +81,20 @@ class Distributed:
         torch_dist.all_reduce(value)
         return bool(value.item() > 0)
 
+    def share_buffers(self, model: torch.nn.Module) -> None:
+        """Process 0's buffers (BN's running statistics) on every process, before an evaluation.
+
+        DDP hands process 0's buffers to the others at each training forward, but each process's
+        forward then updates its own copy with its share of the batch, so after a step they differ.
+        An evaluation sharded over the processes must see one model, the one the checkpoint saves
+        (process 0's; the paper's multi-GPU training likewise kept one GPU's statistics). Training
+        is unchanged: its next forward hands out process 0's buffers anyway."""
+        if not self.enabled:
+            return
+        with torch.no_grad():
+            for buffer in model.buffers():
+                torch_dist.broadcast(buffer, src=0)
+
     def sum(self, values: list[float]) -> list[float]:
         if not self.enabled:
             return [float(v) for v in values]

@@ -183,6 +183,7 @@ class _Run:
         pause = time.perf_counter()
         if evaluate:  # every process evaluates its share of the images (resnet.engine.tasks)
             signal_point("evaluation", row["iteration"], self.dist.rank)
+            self.dist.share_buffers(self.model)
             if row["iteration"] == self.recipe.iterations and getattr(self.task, "final_is_last_evaluation", False):
                 # The final numbers (with their extras, e.g. Figure 7's layer responses) come from
                 # this evaluation's passes over the data; the row shows the same errors.
@@ -239,7 +240,10 @@ class _Run:
 
     def _finish(self) -> Metrics | None:
         # final() ran with the last row unless this process resumed after it; every process takes part
-        final = self.final if self.final is not None else self.task.final(self.model)
+        if self.final is None:
+            self.dist.share_buffers(self.model)
+            self.final = self.task.final(self.model)
+        final = self.final
         step = self.step
         step_info = {"mode": step.mode, "setup_s": round(step.setup_seconds, 3), "captures": step.captures,
                      "eager_steps": step.eager_steps}  # of this (the last) process

@@ -203,6 +203,7 @@ def test_several_processes_ask_about_a_stop_only_where_they_meet(make_config, tm
     from resnet.engine.launch import _free_port
     from resnet.engine.loop import _Run
     from resnet.engine.stops import StopRequest
+    from resnet.runs.folder import prepare_run_folder
 
     cfg = job_of(make_config(imagenet={**IMAGENET, "eval_every": 12},
                              engine={**ENGINE, "processes": 1, "workers": 0, "checkpoint_every": 6}), CELL)
@@ -217,6 +218,7 @@ def test_several_processes_ask_about_a_stop_only_where_they_meet(make_config, tm
     dist.enabled = True
     torch_dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     try:
+        assert prepare_run_folder(cfg, tmp_path / "out") is None  # as train() does, before the loop
         with StopRequest() as stop:
             metrics = _Run(cfg, tmp_path / "out", dist, stop, True, None).train()
     finally:
