@@ -143,6 +143,7 @@ def test_cifar_final_numbers_are_the_last_evaluation_in_one_pass(make_config, tm
     from resnet.data.cifar import stream as cifar
     from resnet.models.measure import layer_response_std
     from resnet.models.nets import build_model
+    from resnet.engine.distributed import Distributed
     from resnet.engine.tasks import CifarTask
 
     passes = []
@@ -166,7 +167,7 @@ def test_cifar_final_numbers_are_the_last_evaluation_in_one_pass(make_config, tm
     model.load_state_dict(load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"])
     if cfg.engine.channels_last:  # as trained and evaluated
         model = model.to(memory_format=torch.channels_last)
-    task = CifarTask(cfg, torch.device("cpu"))
+    task = CifarTask(cfg, torch.device("cpu"), Distributed())  # one process
     alone = layer_response_std(model, (x for x, _ in task.test.batches(500)))
     assert metrics.final["layer_response_std"] == pytest.approx(alone, rel=1e-6)
 

@@ -57,13 +57,15 @@ def _job_stats(output: str) -> dict[str, int]:
 
 
 def _train_outputs(output: str) -> list[str]:
-    """The metrics.json each `rule train` job of a dry run writes, in the order listed."""
+    """The metrics.json each `rule train` job of a dry run writes, in the order listed (Snakemake
+    marks it "(update)": the record is not deleted before the job, resnet.runs.folder keeps it)."""
     outputs, rule = [], None
     for line in output.splitlines():
         if line.startswith("rule ") and line.endswith(":"):
             rule = line[len("rule "):-1]
         elif rule == "train" and line.strip().startswith("output:"):
-            outputs += [item.strip() for item in line.split(":", 1)[1].split(",") if item.strip().endswith("metrics.json")]
+            items = [item.strip().removesuffix("(update)").strip() for item in line.split(":", 1)[1].split(",")]
+            outputs += [item for item in items if item.endswith("metrics.json")]
     return outputs
 
 
