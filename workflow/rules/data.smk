@@ -36,7 +36,7 @@ rule imagenet_data:
         layout=imagenet_layout(),
         partial=CONFIG.data.imagenet_partial,
     # Processes extracting the training archive at once (resources.imagenet_prepare.cpus).
-    threads: min(CONFIG.resources.imagenet_prepare.cpus, workflow.cores)
+    threads: lambda w: min(CONFIG.resources.imagenet_prepare.cpus, workflow.cores)  # at job time: --report sets no cores
     resources:
         # SLURM (slurm/ profile): no GPU; the cores, memory and time limit of resources.imagenet_prepare.
         cpus_per_task=CONFIG.resources.imagenet_prepare.cpus,
