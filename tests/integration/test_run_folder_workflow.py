@@ -28,7 +28,14 @@ import pytest
 
 from resnet.config.load import lay_over
 from resnet.runs.records import load_checkpoint
-from tests.support.workflow import VENV_BIN, copy_repo, run_snakemake, workflow_env, write_overrides
+from tests.support.workflow import (
+    VENV_BIN,
+    copy_repo,
+    run_snakemake,
+    tiny_cifar_plan,
+    workflow_env,
+    write_overrides,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -37,17 +44,7 @@ RUN_FILES = ("checkpoint.pt", "curve.csv", "metrics.json")
 
 
 def plan(cache: Path) -> dict:
-    return {
-        "plan": {"cifar10": True, "imagenet": False, "cifar_plain_depths": [], "cifar_resnet_depths": [20],
-                 "cifar_seeds": [0], "resnet110_seeds": [], "imagenet_models": [], "imagenet_seeds": [0]},
-        "scales": {"smoke": {"cifar10": {"batch_size": 16, "bn_group": 8, "iterations": 4, "milestones": [2],
-                                         "train_subset": 64, "test_subset": 64, "val_size": 32, "eval_every": 4,
-                                         "log_every": 2},
-                             "engine": {"device": "cpu", "deterministic": True, "checkpoint_every": 2,
-                                        "workers": 0},
-                             "data": {"cache": str(cache)}}},
-        "resources": {"cifar10": {"gpus": 0, "cpus": 1, "mem_mb": 2000, "runtime_min": 20}},
-    }
+    return tiny_cifar_plan(cache)
 
 
 def run(repo: Path, *configfiles: str, dry: bool = False):

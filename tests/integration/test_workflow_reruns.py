@@ -17,8 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from resnet.config.load import lay_over
-from tests.support.workflow import copy_repo, run_snakemake, write_overrides
+from tests.support.workflow import (
+    copy_repo,
+    run_snakemake,
+    tiny_cifar_plan,
+    write_overrides,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -26,20 +30,7 @@ CELLS = ("cifar-plain-20/seed-0", "cifar-resnet-20/seed-0")
 
 
 def plan(cache: Path, **extra) -> dict:
-    overrides = {
-        "plan": {"cifar10": True, "imagenet": False, "cifar_plain_depths": [20], "cifar_resnet_depths": [20],
-                 "cifar_seeds": [0], "resnet110_seeds": [], "imagenet_models": [], "imagenet_seeds": [0]},
-        "scales": {"smoke": {"cifar10": {"batch_size": 16, "bn_group": 8, "iterations": 4, "milestones": [2],
-                                         "train_subset": 64, "test_subset": 64, "val_size": 32, "eval_every": 4,
-                                         "log_every": 2},
-                             "engine": {"device": "cpu", "deterministic": True, "checkpoint_every": 2,
-                                        "workers": 0},
-                             "data": {"cache": str(cache)}}},
-        "resources": {"cifar10": {"gpus": 0, "cpus": 1, "mem_mb": 2000, "runtime_min": 20}},
-    }
-    for key, value in extra.items():
-        lay_over(overrides, {key: value})
-    return overrides
+    return tiny_cifar_plan(cache, plain_depths=(20,), **extra)
 
 
 def planned_trains(output: str) -> set[str]:

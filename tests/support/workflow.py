@@ -103,6 +103,28 @@ def _git_at_checkout_commit(repo: Path) -> None:
     git("update-index", "-q", "--refresh")
 
 
+def tiny_cifar_plan(cache: Path, plain_depths: tuple[int, ...] = (), **extra) -> dict:
+    """Overrides for a plan of ResNet-20 (and plain nets of ``plain_depths``) at seed 0: 4 CPU
+    iterations of batch 16 on CIFAR-10 subsets, checkpoints every 2; ``extra`` laid over it."""
+    from resnet.config.load import lay_over
+
+    overrides = {
+        "plan": {"cifar10": True, "imagenet": False, "cifar_plain_depths": list(plain_depths),
+                 "cifar_resnet_depths": [20], "cifar_seeds": [0], "resnet110_seeds": [], "imagenet_models": [],
+                 "imagenet_seeds": [0]},
+        "scales": {"smoke": {"cifar10": {"batch_size": 16, "bn_group": 8, "iterations": 4, "milestones": [2],
+                                         "train_subset": 64, "test_subset": 64, "val_size": 32, "eval_every": 4,
+                                         "log_every": 2},
+                             "engine": {"device": "cpu", "deterministic": True, "checkpoint_every": 2,
+                                        "workers": 0},
+                             "data": {"cache": str(cache)}}},
+        "resources": {"cifar10": {"gpus": 0, "cpus": 1, "mem_mb": 2000, "runtime_min": 20}},
+    }
+    for key, value in extra.items():
+        lay_over(overrides, {key: value})
+    return overrides
+
+
 def write_overrides(repo: Path, overrides: dict, name: str = "test-overrides.yaml") -> Path:
     """A --configfile for the copy (merged over config.yaml by Snakemake)."""
     path = Path(repo) / name
