@@ -44,29 +44,9 @@ trap 'kill $copier 2>/dev/null || true' EXIT
 "$SNAKEMAKE" --cores "${CORES:-2}" --configfile config.yaml "$REFERENCE/config.yaml" "$@"
 keep
 
-for cell in $(cells); do
-    "$PYTHON" - "$RUNS/$cell" "$REFERENCE/paper/$cell" <<'PY'
-import shutil, sys
-from pathlib import Path
-
-import torch
-
-from resnet.report.curves import write_cell_curves
-from resnet.runs.records import Checkpoint, Metrics
-
-run, keep = Path(sys.argv[1]), Path(sys.argv[2])
-metrics = Metrics.read(run / "metrics.json")
-if metrics is None or not metrics.done:
-    sys.exit(0)  # not finished: results-reference/ keeps its checkpoint
-torch.save(Checkpoint.load(run / "checkpoint.pt").model, keep / ".weights.pt.tmp")
-(keep / ".weights.pt.tmp").replace(keep / "weights.pt")
-for name in ("metrics.json", "curve.csv"):
-    shutil.copyfile(run / name, keep / f".{name}.tmp")
-    (keep / f".{name}.tmp").replace(keep / name)
-figure = write_cell_curves([keep / "metrics.json"], keep / ".figure", "paper")[0]
-figure.replace(keep / "curve.png")
-shutil.rmtree(keep / ".figure")
-(keep / "checkpoint.pt").unlink(missing_ok=True)
-print(f"reference-run: {metrics.cell} done, final {metrics.final.get('test_error')} -> {keep}")
-PY
+for cell in $(cells); do  # a finished cell's files replace its checkpoint in results-reference/
+    "$PYTHON" -c 'import sys; from resnet.report.reference import keep_finished
+kept = keep_finished(sys.argv[1], sys.argv[2], "paper")
+print(f"reference-run: {sys.argv[1]} " + (f"done, its files are in {kept}" if kept else "not finished yet"))' \
+        "$RUNS/$cell" "$REFERENCE/paper/$cell"
 done

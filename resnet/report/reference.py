@@ -1,6 +1,7 @@
 """Reference results: cells the project trained at the paper's recipe, kept in results-reference/.
 
-    results-reference/<scale>/<model>/seed-<n>/   metrics.json, curve.csv, weights.pt (README.md there)
+    results-reference/<scale>/<model>/seed-<n>/   metrics.json, curve.csv, weights.pt, curve.png
+                                                  (README.md there); checkpoint.pt while it trains
 
 A table row that the user's own run folders leave without a result (the cell is not in the plan,
 or not trained yet) shows the reference result instead, marked: status ``reference`` and a reason
@@ -9,12 +10,17 @@ averaged together, and a reference of another scale is never used.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+import torch
 
 from resnet.config.load import REPO_ROOT
 from resnet.report.cells import DONE, NOT_RUN, CellResult, read_cell
 from resnet.config.sections import Cell
 from resnet.paper.names import parse_model_name
+from resnet.report.curves import write_cell_curves
+from resnet.runs.records import Checkpoint, Metrics
 
 REFERENCE_ROOT = REPO_ROOT / "results-reference"
 REFERENCE = "reference"
@@ -55,3 +61,25 @@ def with_reference(scale: str, model: str, row: tuple[str, str, list[CellResult]
     if not references:
         return row
     return REFERENCE, references[0].reason + (f" ({len(references)} seeds)" if len(references) > 1 else ""), references
+
+
+def keep_finished(run: Path, keep: Path, scale: str) -> Path | None:
+    """Copy a finished run folder's results into its reference folder ``keep``: metrics.json,
+    curve.csv, weights.pt (the model's state dict alone) and curve.png, each written whole and then
+    renamed; the checkpoint kept there while it trained is removed last. Returns ``keep``, or None
+    (nothing touched) while the run is not done."""
+    run, keep = Path(run), Path(keep)
+    metrics = Metrics.read(run / "metrics.json")
+    if metrics is None or not metrics.done:
+        return None
+    keep.mkdir(parents=True, exist_ok=True)
+    torch.save(Checkpoint.load(run / "checkpoint.pt").model, keep / ".weights.pt.tmp")
+    (keep / ".weights.pt.tmp").replace(keep / "weights.pt")
+    for name in ("metrics.json", "curve.csv"):
+        shutil.copyfile(run / name, keep / f".{name}.tmp")
+        (keep / f".{name}.tmp").replace(keep / name)
+    figure = write_cell_curves([keep / "metrics.json"], keep / ".figure", scale)[0]
+    figure.replace(keep / "curve.png")
+    shutil.rmtree(keep / ".figure")
+    (keep / "checkpoint.pt").unlink(missing_ok=True)
+    return keep

@@ -20,13 +20,42 @@ CELL = "cifar-resnet-20/seed-0"
 
 @pytest.fixture
 def trained(make_config, tmp_path):
-    """A tiny ResNet-20 cell trained to its end, its weights saved as a reference folder keeps them."""
+    """A tiny ResNet-20 cell trained to its end, and the reference folder that keep_finished made of it
+    (as scripts/reference-run.sh does at the end of a run)."""
     config = make_config()
-    out = tmp_path / "runs" / CELL  # a run folder: <runs>/<model>/seed-<n>
-    result = run_cli("train", *job_args(job_of(config, CELL)), "--out", str(out), "--quiet")
+    run = tmp_path / "runs" / CELL  # a run folder: <runs>/<model>/seed-<n>
+    result = run_cli("train", *job_args(job_of(config, CELL)), "--out", str(run), "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
-    torch.save(torch.load(out / "checkpoint.pt", weights_only=True)["model"], out / "weights.pt")
+    out = tmp_path / "kept" / CELL
+    out.mkdir(parents=True)
+    shutil.copyfile(run / "checkpoint.pt", out / "checkpoint.pt")  # what the folder held while it trained
+    assert reference.keep_finished(run, out, "smoke") == out
     return config, out
+
+
+def test_a_finished_run_replaces_the_kept_checkpoint_with_its_results(trained, tmp_path):
+    _, out = trained
+    assert sorted(path.name for path in out.iterdir()) == ["curve.csv", "curve.png", "metrics.json", "weights.pt"]
+    run = tmp_path / "runs" / CELL
+    for name in ("metrics.json", "curve.csv"):
+        assert (out / name).read_bytes() == (run / name).read_bytes()
+    weights = torch.load(out / "weights.pt", weights_only=True)
+    model = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    assert weights.keys() == model.keys() and all(torch.equal(weights[k], model[k]) for k in model)
+    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_not_finished_leaves_the_reference_folder_as_it_was(trained, tmp_path):
+    _, out = trained
+    run = tmp_path / "unfinished"
+    shutil.copytree(tmp_path / "runs" / CELL, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "status": "failed"}))
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert reference.keep_finished(run, out, "smoke") is None
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    shutil.rmtree(run)
+    assert reference.keep_finished(run, out, "smoke") is None  # no metrics.json at all
 
 
 def test_the_weights_give_the_recorded_numbers_again_and_other_weights_do_not(trained):
