@@ -20,6 +20,7 @@ from resnet.report.cells import DONE, NOT_RUN, CellResult, read_cell
 from resnet.config.sections import Cell
 from resnet.paper.names import parse_model_name
 from resnet.report.curves import write_cell_curves
+from resnet.runs import files as runfiles
 from resnet.runs.records import Checkpoint, Metrics
 
 REFERENCE_ROOT = REPO_ROOT / "results-reference"
@@ -66,18 +67,16 @@ def with_reference(scale: str, model: str, row: tuple[str, str, list[CellResult]
 def keep_finished(run: Path, keep: Path, scale: str) -> Path | None:
     """Copy a finished run folder's results into its reference folder ``keep``: metrics.json,
     curve.csv, weights.pt (the model's state dict alone) and curve.png, each written whole and then
-    renamed; the checkpoint kept there while it trained is removed last. Returns ``keep``, or None
-    (nothing touched) while the run is not done."""
+    renamed (resnet.runs.files.atomic_open); the checkpoint kept there while it trained is removed
+    last. Returns ``keep``, or None (nothing touched) while the run is not done."""
     run, keep = Path(run), Path(keep)
     metrics = Metrics.read(run / "metrics.json")
     if metrics is None or not metrics.done:
         return None
-    keep.mkdir(parents=True, exist_ok=True)
-    torch.save(Checkpoint.load(run / "checkpoint.pt").model, keep / ".weights.pt.tmp")
-    (keep / ".weights.pt.tmp").replace(keep / "weights.pt")
+    with runfiles.atomic_open(keep / "weights.pt") as handle:
+        torch.save(Checkpoint.load(run / "checkpoint.pt").model, handle)
     for name in ("metrics.json", "curve.csv"):
-        shutil.copyfile(run / name, keep / f".{name}.tmp")
-        (keep / f".{name}.tmp").replace(keep / name)
+        runfiles.atomic_write_bytes(keep / name, (run / name).read_bytes())
     figure = write_cell_curves([keep / "metrics.json"], keep / ".figure", scale)[0]
     figure.replace(keep / "curve.png")
     shutil.rmtree(keep / ".figure")

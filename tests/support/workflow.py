@@ -120,9 +120,7 @@ def tiny_cifar_plan(cache: Path, plain_depths: tuple[int, ...] = (), **extra) ->
                              "data": {"cache": str(cache)}}},
         "resources": {"cifar10": {"gpus": 0, "cpus": 1, "mem_mb": 2000, "runtime_min": 20}},
     }
-    for key, value in extra.items():
-        lay_over(overrides, {key: value})
-    return overrides
+    return lay_over(overrides, extra)
 
 
 def write_overrides(repo: Path, overrides: dict, name: str = "test-overrides.yaml") -> Path:
