@@ -9,6 +9,9 @@
     python -m resnet evaluate RUN_FOLDER                 # a finished cell's weights, evaluated again
     python -m resnet mlflow-sync --config config.yaml   # rebuild the MLflow store from the run folders
 
+--config (config.yaml by default) may be repeated: each file is laid over the ones before it, as
+snakemake's --configfile does (--config config.yaml --config results-reference/config.yaml).
+
 Exit status: 0 done; 1 the cell failed (diverged, or interrupted more often than
 resources.max_resubmits; metrics.json says why), or its files could not be written (no space left:
 one line names the folder); 2 bad input (one line says what and how to fix it); 73 the run folder
@@ -28,6 +31,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
+DEFAULT_CONFIG = "config.yaml"
 EXIT_FAILED = 1  # the cell failed (diverged, or out of resubmissions); metrics.json says why
 EXIT_BUSY = 73  # EX_CANTCREAT: another trainer holds the run folder; try again once it has ended
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: try again later
@@ -43,11 +47,25 @@ def _bad_input_errors() -> tuple[type[BaseException], ...]:
 
 
 def _config(args: argparse.Namespace):
-    """config.yaml with the --set KEY=VALUE overrides laid over, validated."""
-    from resnet.config.load import load_config, read_config_file, with_overrides
+    """config.yaml, any further --config files laid over it in order (as snakemake's --configfile),
+    then the --set KEY=VALUE overrides; validated."""
+    from resnet.config.load import (
+        lay_over,
+        load_config,
+        read_config_file,
+        with_overrides,
+    )
 
-    sets = getattr(args, "set", None) or []
-    return load_config(with_overrides(read_config_file(args.config), sets) if sets else args.config)
+    raw: dict = {}
+    for path in args.config or [DEFAULT_CONFIG]:
+        lay_over(raw, read_config_file(path))
+    return load_config(with_overrides(raw, getattr(args, "set", None) or []))
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", action="append", metavar="FILE",
+                        help=f"the experiment's config (default {DEFAULT_CONFIG}); repeat it to lay more files "
+                             f"over it in order, as snakemake's --configfile does")
 
 
 def _job(args: argparse.Namespace):
@@ -261,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_train(commands) -> None:
     train = commands.add_parser("train", help="train (or resume) one cell")
-    train.add_argument("--config", default="config.yaml", help="the experiment's config.yaml")
+    _config_option(train)
     train.add_argument("--cell", help="MODEL/seed-N, e.g. cifar-resnet-56/seed-0")
     train.add_argument("--recipe", help="a cell's resolved recipe as JSON (the workflow passes this)")
     train.add_argument("--settings", help="the engine, data, tracking settings as JSON (the workflow passes this)")
@@ -282,14 +300,14 @@ def _add_train(commands) -> None:
 
 def _add_tools(commands) -> None:
     show = commands.add_parser("config", help="print one cell's resolved recipe and settings as JSON")
-    show.add_argument("--config", default="config.yaml")
+    _config_option(show)
     show.add_argument("--cell", required=True, help="MODEL/seed-N, e.g. cifar-resnet-56/seed-0")
     show.add_argument("--set", action="append", metavar="KEY=VALUE",
                       help="override a config key, e.g. --set scale=paper (repeatable)")
     show.set_defaults(func=cmd_config)
 
     plan = commands.add_parser("plan", help="list the cells of the configured plan")
-    plan.add_argument("--config", default="config.yaml")
+    _config_option(plan)
     plan.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     plan.set_defaults(func=cmd_plan)
 
@@ -300,7 +318,7 @@ def _add_tools(commands) -> None:
 
     prepare = commands.add_parser("prepare-imagenet", help="make data.imagenet ready: the ILSVRC2012 archives "
                                   "prepared into class folders (once), the folder listed and checked")
-    prepare.add_argument("--config", default="config.yaml")
+    _config_option(prepare)
     prepare.add_argument("--set", action="append", metavar="KEY=VALUE",
                          help="override a config key, e.g. --set data.imagenet=/data/ilsvrc2012 (repeatable)")
     prepare.add_argument("--settings", help="the settings as JSON (the workflow passes this instead of --config)")
@@ -315,14 +333,14 @@ def _add_tools(commands) -> None:
     evaluate.set_defaults(func=cmd_evaluate)
 
     cost = commands.add_parser("cost", help="projected device-hours of the configured plan, before running it")
-    cost.add_argument("--config", default="config.yaml")
+    _config_option(cost)
     cost.add_argument("--measure-iterations", type=int, default=2,
                       help="timed training steps per model on this device (0: only --throughput rates)")
     cost.add_argument("--throughput", help="CSV with columns model,device,images_per_s (benchmarks/gpu.py writes one)")
     cost.set_defaults(func=cmd_cost)
 
     sync = commands.add_parser("mlflow-sync", help="rebuild or complete the MLflow store from the run folders")
-    sync.add_argument("--config", default="config.yaml")
+    _config_option(sync)
     sync.add_argument("--set", action="append", metavar="KEY=VALUE",
                       help="override a config key, e.g. --set mlflow.tracking_uri=http://host:5000 (repeatable)")
     sync.add_argument("--runs", help="the scale's run folders (default results/runs/<scale>)")

@@ -3,50 +3,70 @@
 # files there (results-reference/README.md says what they are):
 #
 #   bash scripts/install.sh && bash scripts/reference-run.sh     # CORES=2 by default
+#   bash scripts/reference-run.sh [SNAKEMAKE ARGUMENTS]           # e.g. -n, or one cell's metrics.json
 #
-# A cell whose checkpoint results-reference/ keeps, and results/ lacks, starts from that checkpoint
-# (the engine's own resume: same recipe, same iteration, same data position). While the workflow
-# runs, the checkpoint and curve are copied back every COPY_EVERY seconds (600); when a cell is
-# done, its metrics.json, curve.csv, weights (weights.pt, the model alone) and curve figure replace
-# the checkpoint there.
+# The cells are the plan of results-reference/config.yaml laid over config.yaml; a cell added there
+# gets its folder here. A cell whose checkpoint results-reference/ keeps, and results/ lacks, starts
+# from that checkpoint (the engine's own resume: same recipe, same iteration, same data position).
+# While the workflow runs, the checkpoint and curve are copied back every COPY_EVERY seconds (600);
+# when a cell is done, its metrics.json, curve.csv, weights (weights.pt, the model alone) and curve
+# figure replace the checkpoint there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 SNAKEMAKE=${SNAKEMAKE:-.venv/bin/snakemake}
 REFERENCE=results-reference
-RUNS=results/runs/paper
+CONFIGS=(--config config.yaml --config "$REFERENCE/config.yaml")  # the plan: the reference config over config.yaml
 
-cells() { for folder in "$REFERENCE"/paper/*/seed-*; do [ -d "$folder" ] && echo "${folder#"$REFERENCE"/paper/}"; done; }
+# One line per cell of the plan: its run folder (results/runs/<scale>/<cell>) and the folder that
+# keeps its files here (results-reference/<scale>/<cell>).
+folders() { "$PYTHON" -m resnet plan "${CONFIGS[@]}" | while IFS=$'\t' read -r _ _ run; do
+    echo "$run $REFERENCE/${run#results/runs/}"; done; }
+FOLDERS=$(folders)
 
-for cell in $(cells); do
-    if [ -f "$REFERENCE/paper/$cell/checkpoint.pt" ] && [ ! -f "$RUNS/$cell/checkpoint.pt" ] \
-            && [ ! -f "$RUNS/$cell/metrics.json" ]; then
-        mkdir -p "$RUNS/$cell"
-        cp "$REFERENCE/paper/$cell/checkpoint.pt" "$REFERENCE/paper/$cell/curve.csv" "$RUNS/$cell/"
-        echo "reference-run: $cell resumes from $REFERENCE/paper/$cell/checkpoint.pt"
+while read -r run keep; do
+    mkdir -p "$keep"
+    if [ -f "$keep/checkpoint.pt" ] && [ ! -f "$run/checkpoint.pt" ] && [ ! -f "$run/metrics.json" ]; then
+        mkdir -p "$run"
+        cp "$keep/checkpoint.pt" "$keep/curve.csv" "$run/"
+        echo "reference-run: $run resumes from $keep/checkpoint.pt"
     fi
-done
+done <<<"$FOLDERS"
 
 keep() {  # the run folder's files, copied into results-reference/ (each written whole, then renamed)
-    for cell in $(cells); do
+    while read -r run keep; do
         for name in checkpoint.pt curve.csv; do
-            if [ -f "$RUNS/$cell/$name" ] && [ ! -f "$RUNS/$cell/metrics.json" ]; then
-                cp "$RUNS/$cell/$name" "$REFERENCE/paper/$cell/.$name.tmp"
-                mv "$REFERENCE/paper/$cell/.$name.tmp" "$REFERENCE/paper/$cell/$name"
+            if [ -f "$run/$name" ] && [ ! -f "$run/metrics.json" ]; then
+                cp "$run/$name" "$keep/.$name.tmp"
+                mv "$keep/.$name.tmp" "$keep/$name"
             fi
         done
+    done <<<"$FOLDERS"
+}
+copy_back() {  # keep() every COPY_EVERY seconds until stopped; a copy under way finishes first
+    local stop='' pause
+    trap 'stop=1; kill "$pause" 2>/dev/null' TERM
+    while [ -z "$stop" ]; do
+        sleep "${COPY_EVERY:-600}" & pause=$!
+        wait "$pause" || true
+        [ -n "$stop" ] || keep
     done
 }
-( while sleep "${COPY_EVERY:-600}"; do keep; done ) &
+copy_back &
 copier=$!
 trap 'kill $copier 2>/dev/null || true' EXIT
 
-"$SNAKEMAKE" --cores "${CORES:-2}" --configfile config.yaml "$REFERENCE/config.yaml" "$@"
+# A workflow that failed or was stopped still leaves its latest checkpoint here. The arguments go to
+# snakemake before --configfile, which takes every word after it.
+status=0
+"$SNAKEMAKE" --cores "${CORES:-2}" "$@" --configfile config.yaml "$REFERENCE/config.yaml" || status=$?
+kill "$copier"; wait "$copier" || true
 keep
 
-for cell in $(cells); do  # a finished cell's files replace its checkpoint in results-reference/
+while read -r run keep; do  # a finished cell's files replace its checkpoint in results-reference/
     "$PYTHON" -c 'import sys; from resnet.report.reference import keep_finished
-kept = keep_finished(sys.argv[1], sys.argv[2], "paper")
-print(f"reference-run: {sys.argv[1]} " + (f"done, its files are in {kept}" if kept else "not finished yet"))' \
-        "$RUNS/$cell" "$REFERENCE/paper/$cell"
-done
+run, keep = sys.argv[1:3]
+kept = keep_finished(run, keep, run.split("/")[2])
+print(f"reference-run: {run} " + (f"done, its files are in {kept}" if kept else "not finished yet"))' "$run" "$keep"
+done <<<"$FOLDERS"
+exit $status
