@@ -226,14 +226,16 @@ def test_plan_lists_the_23_cells_of_the_default_config():
 
 
 def test_config_files_lay_over_one_another_in_order(tmp_path):
-    """--config repeated: each file laid over the ones before it, as snakemake's --configfile
-    does; the reference plan (results-reference/config.yaml over config.yaml) is one paper cell."""
-    result = run_cli("plan", "--config", "config.yaml", "--config", "results-reference/config.yaml")
+    """--config repeated: each file laid over the ones before it, key by key, as snakemake's
+    --configfile does; --set comes last."""
+    paper = write_config(tmp_path / "paper.yaml", {"scale": "paper", "plan": {
+        "imagenet": False, "cifar_plain_depths": [], "cifar_resnet_depths": [20], "resnet110_seeds": []}})
+    result = run_cli("plan", "--config", "config.yaml", "--config", str(paper))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["cifar-resnet-20/seed-0", "cifar10", "results/runs/paper/cifar-resnet-20/seed-0"]
     later = write_config(tmp_path / "later.yaml", {"scale": "smoke", "plan": {"cifar_resnet_depths": [32]}})
-    result = run_cli("plan", "--config", "config.yaml", "--config", "results-reference/config.yaml",
-                     "--config", str(later), "--set", "plan.cifar_seeds=[1]")
+    result = run_cli("plan", "--config", "config.yaml", "--config", str(paper), "--config", str(later),
+                     "--set", "plan.cifar_seeds=[1]")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["cifar-resnet-32/seed-1", "cifar10", "results/runs/smoke/cifar-resnet-32/seed-1"]
     missing = run_cli("plan", "--config", "config.yaml", "--config", str(tmp_path / "nope.yaml"))

@@ -95,3 +95,19 @@ def test_a_reference_fills_only_rows_without_a_result_of_the_users_own(trained, 
     monkeypatch.setattr(reference, "REFERENCE_ROOT", tmp_path / "nowhere")
     assert table6_frame(typed, collect(typed, [out / "metrics.json"])).set_index("model").loc[
         "cifar-resnet-32", "status"] == "not run"
+
+
+def test_the_reference_plan_trains_the_paper_recipe_itself():
+    """results-reference/config.yaml changes which cells and which data, never a recipe value: each
+    of its cells has the recipe that `scale: paper` gives the cell on config.yaml alone."""
+    plan = run_cli("plan", "--config", "config.yaml", "--config", "results-reference/config.yaml")
+    assert plan.returncode == 0, plan.stderr
+    rows = [line.split("\t") for line in plan.stdout.splitlines()]
+    assert rows and all(run == f"results/runs/paper/{cell}" for cell, _, run in rows), rows
+    for cell, _, _ in rows:
+        kept = run_cli("config", "--config", "config.yaml", "--config", "results-reference/config.yaml", "--cell", cell)
+        paper = run_cli("config", "--config", "config.yaml", "--set", "scale=paper", "--cell", cell)
+        assert kept.returncode == 0 and paper.returncode == 0, kept.stderr + paper.stderr
+        kept, paper = json.loads(kept.stdout), json.loads(paper.stdout)
+        assert kept["recipe"] == paper["recipe"] and kept["recipe_digest"] == paper["recipe_digest"]
+        assert kept["recipe"]["iterations"] == 64000 and kept["recipe"]["milestones"] == [32000, 48000]
