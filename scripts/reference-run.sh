@@ -3,7 +3,9 @@
 # files there (results-reference/README.md says what they are):
 #
 #   bash scripts/install.sh && bash scripts/reference-run.sh     # CORES=2 by default
-#   bash scripts/reference-run.sh [SNAKEMAKE ARGUMENTS]           # e.g. -n, or one cell's metrics.json
+#   bash scripts/reference-run.sh [SNAKEMAKE ARGUMENTS]           # e.g. -n
+#
+# Snakemake's targets are the unfinished cells' metrics.json; arguments are passed on to it.
 #
 # The cells are the plan of results-reference/config.yaml laid over config.yaml; a cell added there
 # gets its folder here. A cell whose checkpoint results-reference/ keeps, and results/ lacks, starts
@@ -18,11 +20,19 @@ SNAKEMAKE=${SNAKEMAKE:-.venv/bin/snakemake}
 REFERENCE=results-reference
 CONFIGS=(--config config.yaml --config "$REFERENCE/config.yaml")  # the plan: the reference config over config.yaml
 
-# One line per cell of the plan: its run folder (results/runs/<scale>/<cell>) and the folder that
-# keeps its files here (results-reference/<scale>/<cell>).
+# One line per cell of the plan not finished yet: its run folder (results/runs/<scale>/<cell>) and
+# the folder that keeps its files here (results-reference/<scale>/<cell>). A cell whose metrics.json
+# is kept here is done and is not trained again (delete its folder here to train it again).
 folders() { "$PYTHON" -m resnet plan "${CONFIGS[@]}" | while IFS=$'\t' read -r _ _ run; do
-    echo "$run $REFERENCE/${run#results/runs/}"; done; }
+    keep="$REFERENCE/${run#results/runs/}"
+    if [ -f "$keep/metrics.json" ]; then echo "reference-run: $run is done, its files are in $keep" >&2
+    else echo "$run $keep"; fi; done; }
 FOLDERS=$(folders)
+if [ -z "$FOLDERS" ]; then echo "reference-run: every cell of the plan is done"; exit 0; fi
+# The targets: the unfinished cells alone (the workflow's own default target would also train again
+# a done cell whose run folder this clone lacks).
+targets=()
+while read -r run _; do targets+=("$run/metrics.json"); done <<<"$FOLDERS"
 
 while read -r run keep; do
     mkdir -p "$keep"
@@ -59,7 +69,7 @@ trap 'kill $copier 2>/dev/null || true' EXIT
 # A workflow that failed or was stopped still leaves its latest checkpoint here. The arguments go to
 # snakemake before --configfile, which takes every word after it.
 status=0
-"$SNAKEMAKE" --cores "${CORES:-2}" "$@" --configfile config.yaml "$REFERENCE/config.yaml" || status=$?
+"$SNAKEMAKE" --cores "${CORES:-2}" "${targets[@]}" "$@" --configfile config.yaml "$REFERENCE/config.yaml" || status=$?
 kill "$copier"; wait "$copier" || true
 keep
 

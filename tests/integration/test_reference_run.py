@@ -51,10 +51,8 @@ def test_a_fresh_clone_resumes_the_kept_checkpoint_and_keeps_the_finished_files(
     assert [row["iteration"] for row in kept_curve] == ["2"]
     shutil.rmtree(repo / "results")
 
-    # Only the cell's target (the script passes its arguments to snakemake): the tables and figures
-    # built after it are the workflow's own tests' business.
-    result = subprocess.run(["bash", "scripts/reference-run.sh", f"results/runs/smoke/{CELL}/metrics.json"],
-                            cwd=repo, env=env, capture_output=True, text=True, timeout=900, check=False)
+    result = subprocess.run(["bash", "scripts/reference-run.sh"], cwd=repo, env=env, capture_output=True,
+                            text=True, timeout=900, check=False)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     assert (f"reference-run: results/runs/smoke/{CELL} resumes from results-reference/smoke/{CELL}/checkpoint.pt"
             in result.stdout), result.stdout
@@ -69,3 +67,13 @@ def test_a_fresh_clone_resumes_the_kept_checkpoint_and_keeps_the_finished_files(
     assert [row["iteration"] for row in curve] == ["2", "4"] and curve[0] == kept_curve[0]
     assert f"reference-run: results/runs/smoke/{CELL} done, its files are in results-reference/smoke/{CELL}" \
         in result.stdout
+    assert not (repo / "results" / "table6.csv").exists()  # the cells are the targets, not the report
+
+    # A clone whose reference cells are all done trains nothing again, though its results/ is empty.
+    shutil.rmtree(repo / "results")
+    again = subprocess.run(["bash", "scripts/reference-run.sh"], cwd=repo, env=env, capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "reference-run: every cell of the plan is done" in again.stdout
+    assert f"results/runs/smoke/{CELL} is done, its files are in results-reference/smoke/{CELL}" in again.stderr
+    assert not (repo / "results").exists()
