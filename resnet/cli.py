@@ -31,10 +31,10 @@ from contextlib import nullcontext
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
-DEFAULT_CONFIG = "config.yaml"
 EXIT_FAILED = 1  # the cell failed (diverged, or out of resubmissions); metrics.json says why
 EXIT_BUSY = 73  # EX_CANTCREAT: another trainer holds the run folder; try again once it has ended
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: try again later
+DEFAULT_CONFIG = "config.yaml"
 
 
 def _bad_input_errors() -> tuple[type[BaseException], ...]:
@@ -49,12 +49,7 @@ def _bad_input_errors() -> tuple[type[BaseException], ...]:
 def _config(args: argparse.Namespace):
     """config.yaml, any further --config files laid over it in order (as snakemake's --configfile),
     then the --set KEY=VALUE overrides; validated."""
-    from resnet.config.load import (
-        lay_over,
-        load_config,
-        read_config_file,
-        with_overrides,
-    )
+    from resnet.config.load import lay_over, load_config, read_config_file, with_overrides
 
     raw: dict = {}
     for path in args.config or [DEFAULT_CONFIG]:

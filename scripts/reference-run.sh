@@ -43,7 +43,7 @@ while read -r run keep; do
     fi
 done <<<"$FOLDERS"
 
-keep() {  # the run folder's files, copied into results-reference/ (each written whole, then renamed)
+keep_checkpoints() {  # the run folder's files, copied into results-reference/ (each written whole, then renamed)
     while read -r run keep; do
         for name in checkpoint.pt curve.csv; do
             if [ -f "$run/$name" ] && [ ! -f "$run/metrics.json" ]; then
@@ -53,13 +53,13 @@ keep() {  # the run folder's files, copied into results-reference/ (each written
         done
     done <<<"$FOLDERS"
 }
-copy_back() {  # keep() every COPY_EVERY seconds until stopped; a copy under way finishes first
+copy_back() {  # keep_checkpoints every COPY_EVERY seconds until stopped; a copy under way finishes first
     local stop='' pause
     trap 'stop=1; kill "$pause" 2>/dev/null' TERM
     while [ -z "$stop" ]; do
         sleep "${COPY_EVERY:-600}" & pause=$!
         wait "$pause" || true
-        [ -n "$stop" ] || keep
+        [ -n "$stop" ] || keep_checkpoints
     done
 }
 copy_back &
@@ -71,12 +71,12 @@ trap 'kill $copier 2>/dev/null || true' EXIT
 status=0
 "$SNAKEMAKE" --cores "${CORES:-2}" "${targets[@]}" "$@" --configfile config.yaml "$REFERENCE/config.yaml" || status=$?
 kill "$copier"; wait "$copier" || true
-keep
+keep_checkpoints
 
 while read -r run keep; do  # a finished cell's files replace its checkpoint in results-reference/
     "$PYTHON" -c 'import sys; from resnet.report.reference import keep_finished
 run, keep = sys.argv[1:3]
-kept = keep_finished(run, keep, run.split("/")[2])
+kept = keep_finished(run, keep)
 print(f"reference-run: {run} " + (f"done, its files are in {kept}" if kept else "not finished yet"))' "$run" "$keep"
 done <<<"$FOLDERS"
 exit $status

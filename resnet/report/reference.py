@@ -64,7 +64,7 @@ def with_reference(scale: str, model: str, row: tuple[str, str, list[CellResult]
     return REFERENCE, references[0].reason + (f" ({len(references)} seeds)" if len(references) > 1 else ""), references
 
 
-def keep_finished(run: Path, keep: Path, scale: str) -> Path | None:
+def keep_finished(run: Path, keep: Path) -> Path | None:
     """Copy a finished run folder's results into its reference folder ``keep``: metrics.json,
     curve.csv, weights.pt (the model's state dict alone) and curve.png, each written whole and then
     renamed (resnet.runs.files.atomic_open); the checkpoint kept there while it trained is removed
@@ -77,7 +77,7 @@ def keep_finished(run: Path, keep: Path, scale: str) -> Path | None:
         torch.save(Checkpoint.load(run / "checkpoint.pt").model, handle)
     for name in ("metrics.json", "curve.csv"):
         runfiles.atomic_write_bytes(keep / name, (run / name).read_bytes())
-    figure = write_cell_curves([keep / "metrics.json"], keep / ".figure", scale)[0]
+    figure = write_cell_curves([keep / "metrics.json"], keep / ".figure", metrics.scale)[0]
     figure.replace(keep / "curve.png")
     shutil.rmtree(keep / ".figure")
     (keep / "checkpoint.pt").unlink(missing_ok=True)

@@ -29,7 +29,7 @@ def trained(make_config, tmp_path):
     out = tmp_path / "kept" / CELL
     out.mkdir(parents=True)
     shutil.copyfile(run / "checkpoint.pt", out / "checkpoint.pt")  # what the folder held while it trained
-    assert reference.keep_finished(run, out, "smoke") == out
+    assert reference.keep_finished(run, out) == out
     return config, out
 
 
@@ -52,10 +52,10 @@ def test_a_run_not_finished_leaves_the_reference_folder_as_it_was(trained, tmp_p
     metrics = json.loads((run / "metrics.json").read_text())
     (run / "metrics.json").write_text(json.dumps({**metrics, "status": "failed"}))
     before = {path.name: path.read_bytes() for path in out.iterdir()}
-    assert reference.keep_finished(run, out, "smoke") is None
+    assert reference.keep_finished(run, out) is None
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     shutil.rmtree(run)
-    assert reference.keep_finished(run, out, "smoke") is None  # no metrics.json at all
+    assert reference.keep_finished(run, out) is None  # no metrics.json at all
 
 
 def test_the_weights_give_the_recorded_numbers_again_and_other_weights_do_not(trained):
